@@ -1,0 +1,506 @@
+"""Label schemes: structures by index and by name, remapping between schemes, model channel layouts.
+
+A *scheme* maps integer label values to anatomical structures. SwinBOB works in the UKBOB scheme
+(TotalVibeSegmentator's numbering, 0..72, index 20 unused, 71 structures) and converts to and from
+TotalSegmentator ``total`` / ``total_mr``, BTCV, AMOS, MRSegmentator and ``zeroshot10`` (the ten
+organs of the UKBOB paper's zero-shot table 5, adrenal glands merged as one ``AG`` class).
+
+Every structure name of every scheme resolves to a *canonical structure*: a normalised token key
+("kidney_right", "Right kidney", "left_kidney" and "Kidney L" all normalise predictably), corrected
+by a small alias table where schemes spell one structure differently ("autochthonous muscle" is
+"autochthon"). A part-of table records which structures one scheme merges (lung lobes into a lung,
+colon and small bowel into the intestine, both adrenal glands into ``adrenal_glands``, single
+vertebrae into ``vertebrae``). :func:`remap` maps a label to the same structure in the destination,
+or to the nearest structure that contains it; structures the destination cannot represent become 0.
+
+Model channel layout (see ``docs/labels.md``): SwinBOB models use the *compact* layout, 72 channels
+(background plus the 71 structures, skipping the unused index 20), so no output channel is ever
+untrained and entropy is normalised over real classes. Checkpoints with the *full* 73-channel layout
+(channel == label value, as part of the public UKBOB code writes them) are converted on load with
+:meth:`ChannelLayout.rows_from`.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import difflib
+import functools
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+SCHEME_DIR = DATA_DIR / "schemes"
+
+#: Scheme name -> (TSV file in data/schemes, one-line description). Adding a scheme is one entry.
+SCHEME_FILES: dict[str, tuple[str, str]] = {
+    "ukbob": ("ukbob.tsv", "UKBOB / TotalVibeSegmentator, 71 structures (index 20 unused)"),
+    "total": ("total.tsv", "TotalSegmentator v2 'total' (CT), 117 structures"),
+    "total_mr": ("total_mr.tsv", "TotalSegmentator 'total_mr' (MRI), 50 structures"),
+    "btcv": ("btcv.tsv", "BTCV abdomen (CT), 13 organs"),
+    "amos": ("amos.tsv", "AMOS 2022 (CT + MRI), 15 organs"),
+    "mrsegmentator": ("mrsegmentator.tsv", "MRSegmentator (MRI + CT), 40 structures"),
+    "zeroshot10": ("zeroshot10.tsv", "UKBOB table 5: 10 organs shared by BTCV and AMOS, adrenals merged (AG)"),
+}
+
+SCHEME_ALIASES = {
+    "totalvibe": "ukbob", "totalvibesegmentator": "ukbob", "swinbob": "ukbob",
+    "totalsegmentator": "total", "total_ct": "total", "mrseg": "mrsegmentator",
+}
+
+GROUPS = ("organ", "digestive", "vessel", "muscle", "bone", "spine", "body composition")
+
+# Token spellings that mean the same thing; applied to every name before matching.
+_TOKEN_ALIASES = {
+    "l": "left", "lt": "left", "sin": "left", "sinister": "left",
+    "r": "right", "rt": "right", "dx": "right", "dexter": "right",
+    "oesophagus": "esophagus", "vena": "vein", "venae": "vein", "veins": "vein",
+    "clavicle": "clavicula", "kidneys": "kidney", "lungs": "lung", "glands": "gland",
+}
+_STOP_TOKENS = {"the", "of", "and", "or"}
+
+# Structures that schemes spell differently: name -> canonical name.
+_ALIASES = {
+    "intervertebral discs": "IVD",
+    "spine": "vertebrae",
+    "adrenal glands": "adrenal_glands",
+    "AG": "adrenal_glands",
+}
+# The same for structures that come in a left and a right version.
+_LATERAL_ALIASES = {
+    "autochthonous muscle": "autochthon",
+    "autochthonous back muscle": "autochthon",
+    "iliopsoas muscle": "iliopsoas",
+}
+
+# Structure -> the structure that contains it (canonical names). Drives merges in remap().
+PART_OF: dict[str, str] = {
+    "lung_upper_lobe_left": "lung_left", "lung_lower_lobe_left": "lung_left",
+    "lung_upper_lobe_right": "lung_right", "lung_middle_lobe_right": "lung_right",
+    "lung_lower_lobe_right": "lung_right",
+    "small_bowel": "intestine", "colon": "intestine",
+    "adrenal_gland_left": "adrenal_glands", "adrenal_gland_right": "adrenal_glands",
+    "vertebra_body": "vertebrae", "vertebra_posterior_elements": "vertebrae",
+    "kidney_cyst_left": "kidney_left", "kidney_cyst_right": "kidney_right",
+    "prostate": "prostate_or_uterus",
+    **{f"vertebrae_{v}": "vertebrae" for v in
+       ["C1", "C2", "C3", "C4", "C5", "C6", "C7", "T1", "T2", "T3", "T4", "T5", "T6", "T7", "T8",
+        "T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5", "S1"]},
+}
+
+
+class UnknownStructureError(ValueError):
+    """A structure name that matches nothing in a scheme; the message lists close matches."""
+
+
+class UnknownSchemeError(ValueError):
+    """A scheme name that is not registered."""
+
+
+def normalize_name(name: str) -> str:
+    """Normalise a structure name to a canonical token key.
+
+    Lower case, split on anything that is not a letter or digit (and between letters and digits),
+    expand laterality abbreviations ("L", "rt") and common spellings, drop stop words, and sort the
+    tokens, so "Kidney L", "left_kidney" and "kidney_left" all give ``"kidney left"``.
+    """
+    text = re.sub(r"([a-z])([A-Z])", r"\1 \2", str(name).strip())
+    tokens = re.findall(r"[a-z]+|[0-9]+", text.lower())
+    tokens = [_TOKEN_ALIASES.get(t, t) for t in tokens if t not in _STOP_TOKENS]
+    return " ".join(sorted(tokens))
+
+
+def canonical_key(name: str) -> str:
+    """Normalised key of the canonical structure a scheme name denotes (aliases applied)."""
+    key = normalize_name(name)
+    return _ALIAS_KEYS.get(key, key)
+
+
+_ALIAS_KEYS = {normalize_name(a): normalize_name(t) for a, t in _ALIASES.items()}
+_ALIAS_KEYS.update({normalize_name(f"{a} {side}"): normalize_name(f"{t} {side}")
+                    for a, t in _LATERAL_ALIASES.items() for side in ("left", "right")})
+_PART_OF_KEYS = {normalize_name(child): normalize_name(parent) for child, parent in PART_OF.items()}
+
+
+def _ancestors(key: str) -> list[str]:
+    """Canonical keys of the structures containing ``key``, nearest first."""
+    chain, seen = [], {key}
+    while key in _PART_OF_KEYS and _PART_OF_KEYS[key] not in seen:
+        key = _PART_OF_KEYS[key]
+        chain.append(key)
+        seen.add(key)
+    return chain
+
+
+@dataclass(frozen=True)
+class Structure:
+    """One labelled structure of a scheme.
+
+    Attributes:
+        index: label value in the scheme's label maps.
+        name: the scheme's own name (e.g. ``kidney_left``).
+        display_name: human-readable name (e.g. ``Left kidney``).
+        group: one of :data:`GROUPS`, or ``"other"``.
+        color: (r, g, b), 0..255.
+        synonyms: extra names a user may type.
+        key: canonical structure key shared across schemes.
+    """
+
+    index: int
+    name: str
+    display_name: str
+    group: str
+    color: tuple[int, int, int]
+    synonyms: tuple[str, ...] = ()
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class Correspondence:
+    """How one source structure lands in a destination scheme (``relation`` is "same" or "merged")."""
+
+    src_index: int
+    src_name: str
+    dst_index: int
+    dst_name: str
+    relation: str
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """A label scheme: ``structures`` maps label value -> :class:`Structure` (background excluded)."""
+
+    name: str
+    description: str
+    structures: Mapping[int, Structure]
+    _by_key: Mapping[str, int] = field(repr=False, default_factory=dict)
+
+    @property
+    def indices(self) -> list[int]:
+        """Label values of the structures, ascending (0 excluded)."""
+        return sorted(self.structures)
+
+    @property
+    def max_index(self) -> int:
+        return max(self.structures)
+
+    def __len__(self) -> int:
+        return len(self.structures)
+
+    def __getitem__(self, index: int) -> Structure:
+        try:
+            return self.structures[int(index)]
+        except KeyError:
+            raise KeyError(f"label {index} is not a structure of scheme '{self.name}' "
+                           f"(valid: 1..{self.max_index}, see `swinbob labels {self.name}`)") from None
+
+    def name_of(self, index: int) -> str:
+        return "background" if int(index) == 0 else self[index].name
+
+    def lookup(self, name: str | int) -> int:
+        """Label value of a structure given by any of its names, synonyms or its index.
+
+        Raises:
+            UnknownStructureError: nothing matches; the message lists close matches and, where the
+                name denotes part of a structure of this scheme, that structure.
+        """
+        if isinstance(name, (int, np.integer)) or str(name).strip().isdigit():
+            index = int(name)
+            if index not in self.structures:
+                raise UnknownStructureError(
+                    f"label {index} is not a structure of scheme '{self.name}' (valid: 1..{self.max_index})")
+            return index
+        key = canonical_key(name)
+        if key in self._by_key:
+            return self._by_key[key]
+        hint = ""
+        parts = self.parts_of(key)
+        if parts:
+            hint = f" In this scheme it is split into: {', '.join(self[i].name for i in parts)}."
+        for ancestor in _ancestors(key):
+            if ancestor in self._by_key:
+                hint = f" It is part of '{self[self._by_key[ancestor]].name}' in this scheme."
+                break
+        close = difflib.get_close_matches(key, list(self._by_key), n=5, cutoff=0.6)
+        names = [self[self._by_key[k]].name for k in close]
+        suggestion = f" Close matches: {', '.join(names)}." if names else ""
+        raise UnknownStructureError(
+            f"unknown structure '{name}' in scheme '{self.name}'.{hint}{suggestion} "
+            f"List all with `swinbob labels {self.name}`.")
+
+    def parts_of(self, name_or_key: str) -> list[int]:
+        """Label values of this scheme's structures that are parts of the named structure
+        (e.g. the two left lung lobes for "left lung" in UKBOB)."""
+        key = canonical_key(name_or_key)
+        return [i for i, s in self.structures.items() if key in _ancestors(s.key)]
+
+    def select(self, names: str | Iterable[str | int] | None) -> list[int]:
+        """Label values for a comma-separated string or list of structure names; all when None.
+
+        A group name ("muscle", "vessel", ...) selects every structure of that group, and a
+        structure this scheme splits into parts selects the parts ("left lung" -> both left lobes).
+        """
+        if names is None:
+            return self.indices
+        if isinstance(names, str):
+            names = [n for n in names.split(",") if n.strip()]
+        chosen: list[int] = []
+        for name in names:
+            group = str(name).strip().lower()
+            if group in GROUPS or group == "body_composition":
+                group = group.replace("_", " ")
+                chosen += [i for i in self.indices if self.structures[i].group == group]
+            elif canonical_key(str(name)) not in self._by_key and self.parts_of(str(name)):
+                chosen += self.parts_of(str(name))
+            else:
+                chosen.append(self.lookup(name))
+        return sorted(set(chosen))
+
+    def lookup_table(self) -> np.ndarray:
+        """Boolean table ``valid[value]`` for values 0..max_index (0 is valid)."""
+        table = np.zeros(self.max_index + 1, dtype=bool)
+        table[0] = True
+        table[self.indices] = True
+        return table
+
+    def validate_labelmap(self, labelmap: np.ndarray, source: str = "label map") -> None:
+        """Raise ValueError when ``labelmap`` holds non-integers or values outside this scheme."""
+        array = np.asarray(labelmap)
+        if array.dtype.kind == "f":
+            if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+                raise ValueError(f"{source}: label values must be integers, found non-integer "
+                                 f"values (dtype {array.dtype})")
+        elif array.dtype.kind not in "iub":
+            raise ValueError(f"{source}: label map dtype {array.dtype} is not an integer type")
+        values = np.unique(array).astype(np.int64)
+        valid = self.lookup_table()
+        bad = [int(v) for v in values if v < 0 or v > self.max_index or not valid[v]]
+        if bad:
+            raise ValueError(f"{source}: values {bad[:10]} are not labels of scheme '{self.name}' "
+                             f"(valid: 0 and {self.indices[0]}..{self.max_index}"
+                             f"{', 20 unused' if self.name == 'ukbob' else ''})")
+
+
+def available_schemes() -> list[str]:
+    """Names of the registered label schemes."""
+    return list(SCHEME_FILES)
+
+
+def _display_name(name: str) -> str:
+    tokens = name.replace("_", " ").split()
+    for side in ("left", "right"):
+        if side in tokens:
+            tokens.remove(side)
+            tokens.insert(0, side)
+    text = " ".join(tokens)
+    return text[:1].upper() + text[1:]
+
+
+def _generated_color(key: str) -> tuple[int, int, int]:
+    """A stable colour for a structure that UKBOB lacks, derived from its key."""
+    digest = hashlib.sha1(key.encode()).digest()
+    r, g, b = colorsys.hsv_to_rgb(digest[0] / 255, 0.45 + digest[1] / 255 * 0.4, 0.6 + digest[2] / 255 * 0.4)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _read_tsv(path: Path) -> list[dict[str, str]]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("\t")
+    return [dict(zip(header, line.split("\t"))) for line in lines[1:] if line.strip()]
+
+
+@functools.lru_cache(maxsize=1)
+def _ukbob_metadata() -> dict[str, Structure]:
+    """UKBOB structure metadata (display name, group, colour, synonyms) by canonical key."""
+    meta = {}
+    for row in _read_tsv(DATA_DIR / "ukbob_structures.tsv"):
+        synonyms = tuple(s.strip() for s in row.get("synonyms", "").split(";") if s.strip())
+        color = tuple(int(c) for c in row["color"].split(","))
+        key = canonical_key(row["name"])
+        meta[key] = Structure(int(row["index"]), row["name"], row["display_name"], row["group"],
+                              color, synonyms, key)
+    return meta
+
+
+def _borrowed(key: str) -> Structure | None:
+    """UKBOB metadata for ``key`` or for the nearest structure containing it."""
+    meta = _ukbob_metadata()
+    for candidate in [key, *_ancestors(key)]:
+        if candidate in meta:
+            return meta[candidate]
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def get_scheme(name: str) -> Scheme:
+    """The registered scheme ``name`` (case-insensitive; "totalvibe", "mrseg" etc. are aliases)."""
+    wanted = str(name).strip().lower()
+    wanted = SCHEME_ALIASES.get(wanted, wanted)
+    if wanted not in SCHEME_FILES:
+        close = difflib.get_close_matches(wanted, available_schemes(), n=3, cutoff=0.4)
+        raise UnknownSchemeError(f"unknown label scheme '{name}'; available: {', '.join(available_schemes())}"
+                                 + (f" (did you mean {', '.join(close)}?)" if close else ""))
+    filename, description = SCHEME_FILES[wanted]
+    structures: dict[int, Structure] = {}
+    by_key: dict[str, int] = {}
+    for row in _read_tsv(SCHEME_DIR / filename):
+        index, label_name = int(row["index"]), row["name"]
+        if index == 0 or label_name == "unused":
+            continue
+        key = canonical_key(label_name)
+        meta = _borrowed(key)
+        same = meta is not None and meta.key == key
+        structure = Structure(
+            index=index, name=label_name,
+            display_name=meta.display_name if same else _display_name(label_name),
+            group=meta.group if meta else "other",
+            color=meta.color if same else _generated_color(key),
+            synonyms=meta.synonyms if same else (), key=key)
+        structures[index] = structure
+        by_key[key] = index
+        for synonym in (*structure.synonyms, structure.display_name):
+            by_key.setdefault(canonical_key(synonym), index)
+    return Scheme(wanted, description, structures, by_key)
+
+
+def correspondences(src: str | Scheme, dst: str | Scheme) -> list[Correspondence]:
+    """How each structure of ``src`` lands in ``dst``: the same structure, or merged into the
+    nearest ``dst`` structure that contains it. Source structures absent from ``dst`` are omitted."""
+    src_scheme = src if isinstance(src, Scheme) else get_scheme(src)
+    dst_scheme = dst if isinstance(dst, Scheme) else get_scheme(dst)
+    dst_by_key = {s.key: i for i, s in dst_scheme.structures.items()}
+    found = []
+    for index in src_scheme.indices:
+        key = src_scheme.structures[index].key
+        for depth, candidate in enumerate([key, *_ancestors(key)]):
+            if candidate in dst_by_key:
+                target = dst_by_key[candidate]
+                found.append(Correspondence(index, src_scheme.structures[index].name, target,
+                                            dst_scheme.structures[target].name,
+                                            "same" if depth == 0 else "merged"))
+                break
+    return found
+
+
+def shared_structures(src: str | Scheme, dst: str | Scheme) -> list[Correspondence]:
+    """The correspondences between ``src`` and ``dst``; see :func:`correspondences`."""
+    return correspondences(src, dst)
+
+
+def remap_table(src: str | Scheme, dst: str | Scheme) -> np.ndarray:
+    """Lookup table ``lut[src_value] = dst_value`` for values 0..src.max_index (unmapped -> 0)."""
+    src_scheme = src if isinstance(src, Scheme) else get_scheme(src)
+    lut = np.zeros(src_scheme.max_index + 1, dtype=np.int32)
+    for c in correspondences(src_scheme, dst):
+        lut[c.src_index] = c.dst_index
+    return lut
+
+
+def remap(labelmap: np.ndarray, src: str | Scheme, dst: str | Scheme) -> np.ndarray:
+    """Map a label map from scheme ``src`` to scheme ``dst`` by structure.
+
+    Args:
+        labelmap: integer array of any shape with values of scheme ``src``.
+        src, dst: scheme names (see :func:`available_schemes`) or :class:`Scheme` objects.
+
+    Returns:
+        An array of the same shape with ``dst`` values (uint8 when they fit, else uint16).
+        Structures ``dst`` lacks become 0; structures ``dst`` merges map to the merged label.
+
+    Raises:
+        ValueError: values outside ``src`` or non-integer values.
+    """
+    src_scheme = src if isinstance(src, Scheme) else get_scheme(src)
+    dst_scheme = dst if isinstance(dst, Scheme) else get_scheme(dst)
+    array = np.asarray(labelmap)
+    src_scheme.validate_labelmap(array, source=f"label map (scheme {src_scheme.name})")
+    lut = remap_table(src_scheme, dst_scheme)
+    out_dtype = np.uint8 if dst_scheme.max_index < 256 else np.uint16
+    return lut.astype(out_dtype)[array.astype(np.intp, copy=False)]
+
+
+@dataclass(frozen=True)
+class ChannelLayout:
+    """Model output channels of a scheme: ``labels[c]`` is the label value of channel ``c``.
+
+    ``compact`` holds background + every structure (72 channels for UKBOB); ``full`` holds every
+    value 0..max_index including unused ones (73 channels for UKBOB).
+    """
+
+    scheme: str
+    kind: str
+    labels: tuple[int, ...]
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.labels)
+
+    def channel_lookup(self) -> np.ndarray:
+        """``lut[label] = channel`` for label values 0..max (-1 where a value has no channel)."""
+        lut = np.full(max(self.labels) + 1, -1, dtype=np.int64)
+        lut[list(self.labels)] = np.arange(self.num_channels)
+        return lut
+
+    def labels_to_channels(self, labelmap: np.ndarray) -> np.ndarray:
+        """Label values -> channel indices (int64); values without a channel raise ValueError."""
+        lut = self.channel_lookup()
+        array = np.asarray(labelmap).astype(np.int64)
+        if array.size and (array.min() < 0 or array.max() >= lut.size or np.any(lut[array] < 0)):
+            bad = sorted(set(np.unique(array).tolist()) - set(self.labels))
+            raise ValueError(f"label values {bad[:10]} have no channel in the {self.kind} "
+                             f"{self.num_channels}-channel layout of scheme '{self.scheme}'")
+        return lut[array]
+
+    def channels_to_labels(self, channels: np.ndarray) -> np.ndarray:
+        """Channel indices (e.g. an argmax) -> label values, uint8 when they fit."""
+        table = np.asarray(self.labels, dtype=np.uint8 if max(self.labels) < 256 else np.uint16)
+        return table[np.asarray(channels, dtype=np.intp)]
+
+    def rows_from(self, other: "ChannelLayout") -> np.ndarray:
+        """For converting an output head from ``other``: ``rows[c]`` is the channel of ``other``
+        holding this layout's channel ``c``, or -1 where ``other`` has none (initialise it fresh)."""
+        lut = other.channel_lookup()
+        return np.array([lut[v] if v < lut.size else -1 for v in self.labels], dtype=np.int64)
+
+
+def channel_layout(scheme: str = "ukbob", kind: str = "compact") -> ChannelLayout:
+    """The ``compact`` (default) or ``full`` channel layout of ``scheme``."""
+    s = get_scheme(scheme)
+    if kind == "compact":
+        labels = (0, *s.indices)
+    elif kind == "full":
+        labels = tuple(range(s.max_index + 1))
+    else:
+        raise ValueError(f"channel layout must be 'compact' or 'full', got '{kind}'")
+    return ChannelLayout(s.name, kind, labels)
+
+
+def layout_for_channels(num_channels: int, scheme: str = "ukbob") -> ChannelLayout:
+    """The layout of ``scheme`` that has ``num_channels`` output channels (72 or 73 for UKBOB)."""
+    for kind in ("compact", "full"):
+        layout = channel_layout(scheme, kind)
+        if layout.num_channels == num_channels:
+            return layout
+    sizes = {k: channel_layout(scheme, k).num_channels for k in ("compact", "full")}
+    raise ValueError(f"{num_channels} output channels match no layout of scheme '{scheme}' "
+                     f"(compact: {sizes['compact']}, full: {sizes['full']})")
+
+
+def slicer_color_table(scheme: str = "ukbob") -> str:
+    """The scheme as a 3D Slicer colour table (.ctbl text): ``index name r g b a`` per line."""
+    s = get_scheme(scheme)
+    lines = [f"# SwinBOB colour table for label scheme '{s.name}': {s.description}",
+             "0 background 0 0 0 0"]
+    lines += [f"{i} {s[i].name} {s[i].color[0]} {s[i].color[1]} {s[i].color[2]} 255" for i in s.indices]
+    return "\n".join(lines) + "\n"
+
+
+def scheme_rows(scheme: str) -> Sequence[tuple[int, str, str, str, str]]:
+    """Rows for listing: (index, name, display name, group, "r,g,b")."""
+    s = get_scheme(scheme)
+    return [(i, s[i].name, s[i].display_name, s[i].group, ",".join(map(str, s[i].color)))
+            for i in s.indices]

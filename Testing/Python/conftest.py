@@ -1,0 +1,23 @@
+"""Shared fixtures: paths of the real sample data in Testing/Data."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "Testing" / "Data" / "totalsegmentator-samples"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    """Folder of the real TotalSegmentator sample scans and label maps."""
+    assert SAMPLES.is_dir(), f"missing test data folder {SAMPLES}"
+    return SAMPLES
