@@ -1,0 +1,165 @@
+"""The epsilon ablation of UKBOB (section 5): per epsilon, what SOLF flags, and, on cohorts with
+planted corruptions (``corruptions/<id>.json`` as written by :func:`SwinBOBLib.phantom.write_cohort`),
+the precision and recall of the flags against that ground truth, for SOLF and the paper's two
+comparisons: filtering on normalised volume alone, and a flat IQR filter.
+
+Unit of evaluation: a (sample, structure) pair. A pair is *positive* when a corruption record names
+that structure of that sample; it is *flagged* by a method as listed in :data:`METHODS`. Every
+method also reports structures that are missing where the cohort nearly always has them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .bounds import fit_bounds, flag
+
+Cohort = Mapping[str, Mapping[int, Mapping[str, float]]]
+Pairs = set[tuple[str, int]]
+
+EPSILONS = (0, 1, 2, 3, 4, 5)
+
+#: Tukey's fences: out of [Q1 - k IQR, Q3 + k IQR].
+IQR_K = 1.5
+
+
+def _flagged(cohort: Cohort, bounds, min_out_of_range: int) -> Pairs:
+    pairs = set()
+    for sample_id, features in cohort.items():
+        for label, entry in flag(features, bounds, min_out_of_range=min_out_of_range).items():
+            if entry["inaccurate"] or entry["missing"]:
+                pairs.add((sample_id, label))
+    return pairs
+
+
+def solf_flags(cohort: Cohort, epsilon: float) -> Pairs:
+    """SOLF: two of the three features out of their eq. 1 range."""
+    return _flagged(cohort, fit_bounds(cohort, epsilon), min_out_of_range=2)
+
+
+def volume_flags(cohort: Cohort, epsilon: float) -> Pairs:
+    """Normalised volume alone out of its eq. 1 range (the paper's "volume only" filter)."""
+    return _flagged(cohort, fit_bounds(cohort, epsilon, features=("normalized_volume",)), min_out_of_range=1)
+
+
+def iqr_flags(cohort: Cohort, epsilon: float | None = None, k: float = IQR_K) -> Pairs:
+    """Flat IQR filter: a structure's raw voxel count outside Tukey's fences over the cohort
+    (no body normalisation, no shape); epsilon is ignored."""
+    bounds = fit_bounds(cohort, 0.0, features=("voxels",))
+    for label in bounds:
+        q1, q3 = np.percentile([s[label]["voxels"] for s in cohort.values() if label in s], [25, 75])
+        bounds[label] = {"voxels": (q1 - k * (q3 - q1), q3 + k * (q3 - q1))}
+    return _flagged(cohort, bounds, min_out_of_range=1)
+
+
+#: Method name -> flagged (sample, structure) pairs for a cohort and epsilon. One entry per method.
+METHODS: dict[str, Callable[[Cohort, float], Pairs]] = {
+    "solf": solf_flags, "volume": volume_flags, "iqr": iqr_flags,
+}
+
+
+#: Record ``params`` keys naming a second structure whose label a corruption also made wrong: a
+#: left/right swap mislabels both sides. (A merge's target only gains a small structure and is
+#: not counted.)
+SECOND_LABEL_KEYS = ("partner",)
+
+
+def load_corruptions(folder: str | os.PathLike, sample_ids: Iterable[str] | None = None) -> list[dict]:
+    """Corruption records of ``folder/<id>.json`` (a list of ``{"label", "kind", "params", ...}``, or
+    ``{"corruptions": [...]}``), each with its ``id`` added. Samples without records are clean."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: no corruption records folder")
+    wanted = set(sample_ids) if sample_ids is not None else None
+    records = []
+    for path in sorted(folder.glob("*.json")):
+        sample_id = path.name[: -len(".json")]
+        if wanted is not None and sample_id not in wanted:
+            continue
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, Mapping):
+            data = data.get("corruptions", data.get("records", []))
+        try:
+            records += [{**r, "id": sample_id, "label": int(r["label"])} for r in data]
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}: corruption records need an integer 'label'") from None
+    return records
+
+
+def corrupted_pairs(record: Mapping) -> Pairs:
+    """(sample id, label) pairs one corruption record makes wrong (see :data:`SECOND_LABEL_KEYS`)."""
+    pairs = {(record["id"], int(record["label"]))}
+    params = record.get("params") or {}
+    pairs.update((record["id"], int(params[key])) for key in SECOND_LABEL_KEYS if params.get(key) is not None)
+    return pairs
+
+
+def load_truth(folder: str | os.PathLike, sample_ids: Iterable[str] | None = None) -> Pairs:
+    """All (sample id, label) pairs the corruption records of ``folder`` make wrong."""
+    return set().union(*[corrupted_pairs(r) for r in load_corruptions(folder, sample_ids)])
+
+
+def recall_by_kind(cohort: Cohort, records: Sequence[Mapping], epsilon: float = 2.0) -> list[dict]:
+    """Per corruption kind: how many corruptions, and the share each method catches (a corruption
+    is caught when any structure it made wrong is flagged)."""
+    flagged = {name: method(cohort, epsilon) for name, method in METHODS.items()}
+    rows = []
+    for kind in sorted({r.get("kind", "?") for r in records}):
+        of_kind = [corrupted_pairs(r) for r in records if r.get("kind", "?") == kind]
+        row = {"kind": kind, "corruptions": len(of_kind)}
+        row.update({f"{name}_recall": sum(bool(p & pairs) for p in of_kind) / len(of_kind)
+                    for name, pairs in flagged.items()})
+        rows.append(row)
+    return rows
+
+
+def precision_recall(flagged: Pairs, truth: Pairs) -> tuple[float, float]:
+    """Precision (NaN when nothing is flagged) and recall (NaN when nothing is positive)."""
+    hits = len(flagged & truth)
+    precision = hits / len(flagged) if flagged else math.nan
+    recall = hits / len(truth) if truth else math.nan
+    return precision, recall
+
+
+def ablation_table(cohort: Cohort, truth: Pairs | None = None,
+                   epsilons: Sequence[float] = EPSILONS) -> list[dict]:
+    """One row per epsilon: samples and structures SOLF flags and, with ``truth``, precision and
+    recall of every method of :data:`METHODS` (structure level) and of SOLF per sample."""
+    rows = []
+    truth_samples = {s for s, _ in truth} if truth is not None else None
+    for epsilon in epsilons:
+        flagged = {name: method(cohort, epsilon) for name, method in METHODS.items()}
+        samples = {s for s, _ in flagged["solf"]}
+        row = {"epsilon": epsilon, "samples_flagged": len(samples), "structures_flagged": len(flagged["solf"])}
+        if truth is not None:
+            for name, pairs in flagged.items():
+                if name != "solf":  # SOLF's count is structures_flagged
+                    row[f"{name}_flagged"] = len(pairs)
+                row[f"{name}_precision"], row[f"{name}_recall"] = precision_recall(pairs, truth)
+            row["solf_sample_precision"], row["solf_sample_recall"] = precision_recall(
+                {(s, 0) for s in samples}, {(s, 0) for s in truth_samples})
+        rows.append(row)
+    return rows
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.2f}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[Mapping]) -> str:
+    """The rows of :func:`ablation_table` as a Markdown table."""
+    if not rows:
+        return ""
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(c.replace("_", " ") for c in columns) + " |",
+             "| " + " | ".join("---:" for _ in columns) + " |"]
+    lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,237 @@
+"""Cohort bounds (UKBOB eq. 1) and the 2-of-3 rule that flags inaccurate organ labels.
+
+For each structure c and each SOLF feature f, the acceptable range over a cohort of N samples is
+
+    [P_{eps/2}({f_c^n}), P_{100 - eps/2}({f_c^n})],   n = 1..N samples that contain c,
+
+with ``numpy.percentile``'s default (linear) interpolation and epsilon in percent. A structure of a
+sample is *inaccurate* when at least two of its three features fall outside their ranges: a real
+anatomical anomaly rarely deviates in more than one independent aspect at once, a labelling failure
+usually does. A structure the cohort nearly always has (presence >= ``missing_presence``) but the
+sample lacks is reported as *missing*, a flag of its own.
+
+Bounds are a :class:`Bounds` (a plain ``{label: {feature: (low, high)}}`` dict carrying the cohort
+metadata as attributes) and are saved as a small JSON file, so a cohort fitted once filters new
+scans later (:func:`save_bounds`, :func:`load_bounds`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+#: The three SOLF features, in the paper's order.
+SOLF_FEATURES = ("normalized_volume", "sphericity", "eccentricity")
+
+#: Flag a sample's structure as inaccurate when at least this many features are out of range.
+MIN_OUT_OF_RANGE = 2
+
+#: A structure present in at least this fraction of the cohort is expected in every sample.
+MISSING_PRESENCE = 0.95
+
+BOUNDS_FORMAT = "swinbob-solf-bounds"
+
+Features = Mapping[int, Mapping[str, float]]
+
+
+class Bounds(dict):
+    """``{label: {feature: (low, high)}}`` with the cohort it was fitted on.
+
+    Attributes:
+        epsilon: percent excluded in total (half at each end).
+        n_samples: cohort size N.
+        presence: ``{label: fraction of samples containing it}``.
+        counts: ``{label: samples containing it}``.
+        features: the features bounded, in order.
+        scheme: label scheme name (for reports), or None.
+    """
+
+    def __init__(self, data=(), *, epsilon: float = 2.0, n_samples: int = 0,
+                 presence: Mapping[int, float] | None = None, counts: Mapping[int, int] | None = None,
+                 features: Sequence[str] = SOLF_FEATURES, scheme: str | None = None):
+        super().__init__(data)
+        self.epsilon = float(epsilon)
+        self.n_samples = int(n_samples)
+        self.presence = dict(presence or {})
+        self.counts = dict(counts or {})
+        self.features = tuple(features)
+        self.scheme = scheme
+
+
+def check_epsilon(epsilon: float) -> float:
+    """Epsilon as a float in [0, 100); ValueError otherwise."""
+    try:
+        value = float(epsilon)
+    except (TypeError, ValueError):
+        raise ValueError(f"epsilon {epsilon!r} is not a number (percent)") from None
+    if not 0 <= value < 100 or math.isnan(value):
+        raise ValueError(f"epsilon {epsilon!r} must be a percentage in [0, 100)")
+    return value
+
+
+def feature_values(cohort: Mapping[str, Features], label: int, feature: str) -> np.ndarray:
+    """(n,) values of one feature of one structure over the samples that contain it (cohort order)."""
+    values = [sample[label][feature] for sample in cohort.values() if label in sample]
+    return np.asarray(values, dtype=np.float64)
+
+
+def fit_bounds(cohort: Mapping[str, Features], epsilon: float = 2.0,
+               features: Sequence[str] = SOLF_FEATURES, scheme: str | None = None) -> Bounds:
+    """Acceptable range of each feature of each structure over a cohort (eq. 1).
+
+    Args:
+        cohort: sample id -> that sample's :func:`~SwinBOBLib.solf.organ_features` result.
+        epsilon: percent of the cohort excluded per feature (eps/2 at each end), 0 <= eps < 100.
+            0 keeps [min, max], so no cohort member is out of range.
+        features: feature names to bound (default the three SOLF features).
+        scheme: label scheme name stored with the bounds.
+
+    Returns:
+        :class:`Bounds`, ``{label: {feature: (low, high)}}`` for every label present in at least one
+        sample, percentiles as ``numpy.percentile``'s default; an empty cohort gives empty bounds.
+    """
+    epsilon = check_epsilon(epsilon)
+    labels = sorted({int(label) for sample in cohort.values() for label in sample})
+    bounds, counts = {}, {}
+    for label in labels:
+        ranges = {}
+        for feature in features:
+            values = feature_values(cohort, label, feature)
+            low, high = np.percentile(values, [epsilon / 2, 100 - epsilon / 2])
+            ranges[feature] = (float(low), float(high))
+        bounds[label] = ranges
+        counts[label] = int(sum(label in sample for sample in cohort.values()))
+    n = len(cohort)
+    presence = {label: counts[label] / n for label in labels}
+    return Bounds(bounds, epsilon=epsilon, n_samples=n, presence=presence, counts=counts,
+                  features=features, scheme=scheme)
+
+
+def out_of_range(values: Mapping[str, float], ranges: Mapping[str, tuple[float, float]]) -> list[str]:
+    """Names of the features whose value lies outside its closed range (NaN counts as outside)."""
+    names = []
+    for feature, (low, high) in ranges.items():
+        value = values[feature]
+        if not low <= value <= high:
+            names.append(feature)
+    return names
+
+
+def flag(features: Features, bounds: Mapping[int, Mapping[str, tuple[float, float]]],
+         min_out_of_range: int = MIN_OUT_OF_RANGE,
+         missing_presence: float = MISSING_PRESENCE) -> dict[int, dict]:
+    """Apply the 2-of-3 rule to one sample.
+
+    Args:
+        features: the sample's :func:`~SwinBOBLib.solf.organ_features` result.
+        bounds: :func:`fit_bounds` result (or any ``{label: {feature: (low, high)}}``).
+        min_out_of_range: out-of-range features that make a structure inaccurate (paper: 2).
+        missing_presence: a structure absent from the sample is reported missing when at least this
+            fraction of the cohort has it (needs ``bounds.presence``, i.e. a :class:`Bounds`).
+
+    Returns:
+        ``{label: {"out_of_range": [feature names], "n_out_of_range": int, "inaccurate": bool,
+        "missing": bool}}`` for every structure of the sample that has bounds (labels the cohort
+        never had are not judged), plus missing structures (``missing=True``, nothing out of range).
+    """
+    result = {}
+    for label in sorted(features):
+        if label not in bounds:
+            continue
+        names = out_of_range(features[label], bounds[label])
+        result[int(label)] = {"out_of_range": names, "n_out_of_range": len(names),
+                              "inaccurate": len(names) >= min_out_of_range, "missing": False}
+    presence = getattr(bounds, "presence", {})
+    for label, fraction in presence.items():
+        if label not in features and fraction >= missing_presence:
+            result[int(label)] = {"out_of_range": [], "n_out_of_range": 0, "inaccurate": False,
+                                  "missing": True}
+    return dict(sorted(result.items()))
+
+
+def flag_cohort(cohort: Mapping[str, Features], bounds: Mapping, **options) -> dict[str, dict[int, dict]]:
+    """:func:`flag` for every sample: ``{sample id: {label: flags}}``."""
+    return {sample_id: flag(features, bounds, **options) for sample_id, features in cohort.items()}
+
+
+def flagged_structures(flags: Mapping[int, Mapping]) -> list[int]:
+    """Labels of one sample that are inaccurate or missing."""
+    return [label for label, entry in flags.items() if entry["inaccurate"] or entry["missing"]]
+
+
+def _name_of(scheme: str | None, label: int) -> str:
+    if scheme is None:
+        return str(label)
+    from ..labels import get_scheme
+
+    try:
+        return get_scheme(scheme).name_of(label)
+    except KeyError:
+        return f"label_{label}"
+
+
+def bounds_to_json(bounds: Bounds) -> dict:
+    """A JSON-ready dict: format, epsilon, scheme, cohort size, features and one entry per label."""
+    labels = {}
+    for label, ranges in bounds.items():
+        entry = {"name": _name_of(bounds.scheme, label),
+                 "presence": bounds.presence.get(label), "samples": bounds.counts.get(label)}
+        entry.update({feature: [low, high] for feature, (low, high) in ranges.items()})
+        labels[str(label)] = entry
+    return {"format": BOUNDS_FORMAT, "version": 1, "epsilon": bounds.epsilon,
+            "scheme": bounds.scheme, "n_samples": bounds.n_samples,
+            "features": list(bounds.features), "labels": labels}
+
+
+def bounds_from_json(data: Mapping, source: str = "bounds") -> Bounds:
+    """Inverse of :func:`bounds_to_json`; ValueError naming ``source`` for a malformed document."""
+    if not isinstance(data, Mapping) or data.get("format") != BOUNDS_FORMAT:
+        raise ValueError(f"{source}: not a SOLF bounds file (expected \"format\": \"{BOUNDS_FORMAT}\")")
+    try:
+        features = tuple(data["features"])
+        bounds, presence, counts = {}, {}, {}
+        for key, entry in data["labels"].items():
+            label = int(key)
+            bounds[label] = {f: (float(entry[f][0]), float(entry[f][1])) for f in features}
+            if entry.get("presence") is not None:
+                presence[label] = float(entry["presence"])
+            if entry.get("samples") is not None:
+                counts[label] = int(entry["samples"])
+        return Bounds(bounds, epsilon=data["epsilon"], n_samples=data["n_samples"], presence=presence,
+                      counts=counts, features=features, scheme=data.get("scheme"))
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        raise ValueError(f"{source}: malformed SOLF bounds file ({type(error).__name__}: {error})") from None
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def save_bounds(bounds: Bounds, path: str | os.PathLike) -> None:
+    """Save bounds as JSON (atomic write)."""
+    write_text_atomic(path, json.dumps(bounds_to_json(bounds), indent=1) + "\n")
+
+
+def load_bounds(path: str | os.PathLike) -> Bounds:
+    """Read bounds saved by :func:`save_bounds`."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: cannot read SOLF bounds ({error})") from None
+    return bounds_from_json(data, source=str(path))

@@ -1,0 +1,374 @@
+"""SOLF over a cohort: inputs, per-sample features on a local process pool or on Ray, a resumable
+results store, and the run that fits bounds, flags and writes the tables.
+
+Design: workers only compute (load a label map, compute its features, return a record); the driver
+alone writes. Every finished sample is appended as one JSON line to ``features.jsonl`` and flushed
+to disk, so a killed run loses at most the sample being written. On restart the store drops a
+half-written last line, keeps the first record of any duplicated id, and only the missing samples are
+computed. A sample that cannot be read is recorded in ``errors.csv`` and skipped; it is tried again
+on the next run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+import warnings
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from .bounds import write_text_atomic
+from .features import organ_features
+
+LABELMAP_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+#: Where V_body comes from: the body-mask file, the image (segmented), or the non-zero labels.
+BODY_SOURCES = ("auto", "labels", "image", "mask")
+
+STORE_NAME = "features.jsonl"
+RUN_CONFIG_NAME = "run_config.json"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One cohort member: an id and the files it is made of (absolute paths or None)."""
+
+    id: str
+    labelmap: str
+    image: str | None = None
+    body_mask: str | None = None
+
+
+def sample_id_of(path: str | os.PathLike) -> str:
+    """File name without its image suffix: ``case_0001.nii.gz`` -> ``case_0001``."""
+    name = Path(path).name
+    for suffix in LABELMAP_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(LABELMAP_SUFFIXES))
+
+
+def _files_by_id(folder: str | os.PathLike | None) -> dict[str, str]:
+    """Sample id -> file of ``folder`` (nnU-Net ``_0000`` channel suffixes stripped); {} for None."""
+    if folder is None:
+        return {}
+    paths = {sample_id_of(p): str(p.resolve()) for p in _image_files(Path(folder))}
+    files = {i[: -len("_0000")]: p for i, p in paths.items() if i.endswith("_0000")}
+    files.update(paths)  # an exact name wins over a stripped one (case_0000 is a case, not a channel)
+    return files
+
+
+def samples_from_folder(folder: str | os.PathLike, images: str | os.PathLike | None = None,
+                        body_masks: str | os.PathLike | None = None) -> list[Sample]:
+    """Samples of a folder of label maps, or of a dataset folder with ``labelsTr/`` (and
+    ``imagesTr/``, used as images unless ``images`` is given). Images and body masks are matched to
+    label maps by file name."""
+    folder = Path(folder)
+    if (folder / "labelsTr").is_dir():
+        if images is None and (folder / "imagesTr").is_dir():
+            images = folder / "imagesTr"
+        folder = folder / "labelsTr"
+    files = _image_files(folder)
+    if not files:
+        raise ValueError(f"{folder}: no label maps ({', '.join(LABELMAP_SUFFIXES)}) in this folder")
+    images, body_masks = _files_by_id(images), _files_by_id(body_masks)
+    return [Sample(sample_id_of(p), str(p.resolve()), images.get(sample_id_of(p)),
+                   body_masks.get(sample_id_of(p))) for p in files]
+
+
+def samples_from_csv(path: str | os.PathLike) -> list[Sample]:
+    """Samples of a CSV with a ``labelmap`` column and optional ``id``, ``image``, ``body_mask``
+    columns; relative paths are relative to the CSV's folder."""
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    if not rows or "labelmap" not in rows[0]:
+        raise ValueError(f"{path}: a cohort CSV needs a header with a 'labelmap' column "
+                         "(optional: id, image, body_mask)")
+
+    def resolve(value):
+        return str((path.parent / value.strip()).resolve()) if value and value.strip() else None
+
+    return [Sample((row.get("id") or "").strip() or sample_id_of(row["labelmap"].strip()),
+                   resolve(row["labelmap"]), resolve(row.get("image")), resolve(row.get("body_mask")))
+            for row in rows]
+
+
+def find_samples(cohort: str | os.PathLike, images=None, body_masks=None) -> list[Sample]:
+    """Samples of a cohort given as a folder (see :func:`samples_from_folder`) or a CSV list."""
+    cohort = Path(cohort)
+    if cohort.is_dir():
+        samples = samples_from_folder(cohort, images, body_masks)
+    elif cohort.suffix.lower() == ".csv" and cohort.is_file():
+        samples = samples_from_csv(cohort)
+    else:
+        raise ValueError(f"{cohort}: a cohort must be a folder of label maps or a .csv list")
+    duplicates = sorted(i for i, n in Counter(s.id for s in samples).items() if n > 1)
+    if duplicates:
+        raise ValueError(f"{cohort}: duplicate sample ids {duplicates[:5]}; give an 'id' column")
+    return samples
+
+
+def _body_mask(sample: Sample, body: str, shape) -> np.ndarray | None:
+    from .. import io
+    from .body import body_mask_from_image
+
+    if body == "auto":
+        body = "mask" if sample.body_mask else "labels"
+    if body == "labels":
+        return None
+    path = sample.body_mask if body == "mask" else sample.image
+    if path is None:
+        needed = "an image" if body == "image" else "a body mask"
+        raise ValueError(f"{sample.labelmap}: body source '{body}' needs {needed} for this sample")
+    array = io.load_image(path).array
+    mask = array != 0 if body == "mask" else body_mask_from_image(array)
+    if mask.shape[:3] != tuple(shape):
+        raise ValueError(f"{path}: grid {mask.shape[:3]} differs from the label map's {tuple(shape)}")
+    return mask
+
+
+def compute_sample(sample: Sample, body: str = "auto", labels: Sequence[int] | None = None) -> dict:
+    """Load one sample and compute its features; never raises (errors come back in the record).
+
+    ``load_s`` covers reading the files and the body mask, ``compute_s`` :func:`organ_features`.
+
+    Returns:
+        ``{"id", "labelmap", "shape", "spacing", "features": {"<label>": {...}}, "load_s",
+        "compute_s"}``, or ``{"id", "labelmap", "error"}``.
+    """
+    from .. import io
+
+    started = time.perf_counter()
+    try:
+        image = io.load_labelmap(sample.labelmap, scheme=None)
+        mask = _body_mask(sample, body, image.array.shape)
+        loaded = time.perf_counter()
+        features = organ_features(image.array, image.spacing, body_mask=mask, labels=labels,
+                                  source=sample.labelmap)
+        done = time.perf_counter()
+    except Exception as error:  # one bad file must not stop the cohort
+        return {"id": sample.id, "labelmap": sample.labelmap,
+                "error": f"{type(error).__name__}: {error}".strip()}
+    return {"id": sample.id, "labelmap": sample.labelmap, "shape": list(image.array.shape),
+            "spacing": [round(s, 6) for s in image.spacing],
+            "features": {str(label): values for label, values in features.items()},
+            "load_s": round(loaded - started, 4), "compute_s": round(done - loaded, 4)}
+
+
+class ResultStore:
+    """Append-only JSON-lines file of per-sample records, safe against kills.
+
+    Reading drops a half-written last line and keeps the first record of each id; appending
+    flushes and fsyncs each line.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def load(self) -> dict[str, dict]:
+        """Records by id, repairing the file in place if it was cut or holds duplicates."""
+        if not self.path.exists():
+            return {}
+        data = self.path.read_bytes()
+        # The piece after the last newline is empty, or a line cut by a kill: dropped either way.
+        records, dirty = {}, not data.endswith(b"\n") and bool(data)
+        for line in data.split(b"\n")[:-1]:
+            try:
+                record = json.loads(line)
+                sample_id = record["id"]
+            except (ValueError, KeyError, TypeError):
+                dirty = True
+                continue
+            if sample_id in records:
+                dirty = True
+                continue
+            records[sample_id] = record
+        if dirty:
+            warnings.warn(f"{self.path}: repaired (cut last line or duplicate records); "
+                          f"{len(records)} samples kept", RuntimeWarning, stacklevel=2)
+            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in records.values()))
+        return records
+
+    def append(self, record: Mapping) -> None:
+        with open(self.path, "a", encoding="utf-8") as stream:
+            stream.write(json.dumps(record) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+
+
+def _pending_window(workers: int) -> int:
+    return max(2, 4 * workers)
+
+
+def _exit_with_parent(parent: int, interval_s: float = 1.0) -> None:
+    """Pool-worker initializer: exit when the driver dies (a killed run must not leave workers)."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
+def _local_results(samples: Sequence[Sample], body: str, labels, workers: int, address=None) -> Iterator[dict]:
+    """Records in completion order, computed in this process (1 worker) or a process pool."""
+    if workers <= 1:
+        for sample in samples:
+            yield compute_sample(sample, body, labels)
+        return
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # fork is unsafe with threads (numba, Ray)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_exit_with_parent,
+                               initargs=(os.getpid(),))
+    try:
+        queue, pending = iter(samples), set()
+        while True:
+            for sample in queue:
+                pending.add(pool.submit(compute_sample, sample, body, labels))
+                if len(pending) >= _pending_window(workers):
+                    break
+            if not pending:
+                return
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+    finally:  # on an interrupt, drop the queued samples instead of finishing them
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ray_results(samples: Sequence[Sample], body: str, labels, workers: int, address=None) -> Iterator[dict]:
+    """Records in completion order from Ray tasks; joins ``address`` (or starts a local Ray) unless
+    Ray is already initialised. ``workers`` caps the tasks in flight (0: 4 per cluster CPU)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
+    task = ray.remote(compute_sample)
+    window = _pending_window(workers or int(ray.cluster_resources().get("CPU", 1)))
+    queue, pending = iter(samples), {}
+    while True:
+        for sample in queue:
+            pending[task.remote(sample, body, labels)] = sample
+            if len(pending) >= window:
+                break
+        if not pending:
+            return
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            sample = pending.pop(ref)
+            try:
+                yield ray.get(ref)
+            except ray.exceptions.RayError as error:  # a worker died (e.g. out of memory) on this sample
+                yield {"id": sample.id, "labelmap": sample.labelmap, "error": f"{type(error).__name__}: {error}"}
+
+
+#: Engine name -> generator of records. Adding an engine is one entry.
+ENGINES: dict[str, Callable[..., Iterator[dict]]] = {"local": _local_results, "ray": _ray_results}
+
+
+def _check_run_config(out_dir: Path, config: dict) -> None:
+    """Refuse to resume a store computed with other feature settings."""
+    path = out_dir / RUN_CONFIG_NAME
+    if path.exists():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != config:
+            raise ValueError(f"{out_dir}: holds features computed with {previous}, this run asks for "
+                             f"{config}; use another output folder or delete {STORE_NAME}")
+    else:
+        write_text_atomic(path, json.dumps(config) + "\n")
+
+
+@dataclass
+class CohortFeatures:
+    """Result of :func:`compute_features`.
+
+    Attributes:
+        records: id -> record (see :func:`compute_sample`) for every sample computed, now or before.
+        errors: records of the samples that failed in this run.
+        computed: samples computed in this run.
+        reused: samples found in the store.
+        seconds: wall time of this run.
+    """
+
+    records: dict
+    errors: list
+    computed: int
+    reused: int
+    seconds: float
+
+    def cohort(self) -> dict[str, dict[int, dict]]:
+        """``{id: organ_features result}`` with int labels, sorted by id."""
+        return {sample_id: {int(label): values for label, values in self.records[sample_id]["features"].items()}
+                for sample_id in sorted(self.records)}
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="sample", disable=not enabled, dynamic_ncols=True,
+                desc="SOLF features", smoothing=0.1, file=sys.stderr)
+
+
+def compute_features(samples: Sequence[Sample], out_dir: str | os.PathLike, *, engine: str = "local",
+                     workers: int | None = None, address: str | None = None, body: str = "auto",
+                     labels: Sequence[int] | None = None, progress: bool = True,
+                     on_record: Callable[[dict], None] | None = None) -> CohortFeatures:
+    """Features of every sample, resuming from ``out_dir/features.jsonl``.
+
+    Args:
+        samples: the cohort (see :func:`find_samples`).
+        out_dir: folder of the results store (created).
+        engine: a key of :data:`ENGINES` ("local" process pool, "ray").
+        workers: local processes (default all cores; 1 computes in this process) or, for Ray, tasks
+            in flight per CPU budget (default 4 per cluster CPU).
+        address: Ray cluster address (``ray.init(address=...)``); None starts a local Ray.
+        body: one of :data:`BODY_SOURCES`; "auto" uses a body-mask file when the sample has one,
+            else the non-zero labels.
+        labels: label values to keep (default all).
+        progress: show a progress bar with rate and ETA (stderr).
+        on_record: called in the driver after each record is stored (tests inject failures here).
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine '{engine}' is not one of {sorted(ENGINES)}")
+    if body not in BODY_SOURCES:
+        raise ValueError(f"body source '{body}' is not one of {BODY_SOURCES}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_run_config(out_dir, {"body": body, "labels": sorted(labels) if labels is not None else None})
+    store = ResultStore(out_dir / STORE_NAME)
+    records = store.load()
+    wanted = {s.id for s in samples}
+    records = {i: r for i, r in records.items() if i in wanted}
+    todo = [s for s in samples if s.id not in records]
+    workers = workers if workers is not None else (os.cpu_count() or 1) if engine == "local" else 0
+    started, errors = time.perf_counter(), []
+    with _progress(len(samples), len(records), progress) as bar:
+        for record in ENGINES[engine](todo, body, labels, workers, address):
+            if "error" in record:
+                errors.append(record)
+                bar.write(f"skipped {record['labelmap']}: {record['error']}", file=sys.stderr)
+            else:
+                store.append(record)
+                records[record["id"]] = record
+            bar.update(1)
+            if on_record is not None:
+                on_record(record)
+    return CohortFeatures(records, errors, len(todo) - len(errors), len(samples) - len(todo),
+                          time.perf_counter() - started)

@@ -1,0 +1,114 @@
+"""``swinbob solf run``: features of a cohort, bounds, flags, tables, QC list and report."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import tables
+from .bounds import MISSING_PRESENCE, check_epsilon, fit_bounds, flag_cohort, save_bounds, write_text_atomic
+from .cohort import BODY_SOURCES, CohortFeatures, compute_features, find_samples
+from .report import write_report
+
+
+@dataclass
+class RunConfig:
+    """Settings of one cohort run; saved as ``config.json`` with the outputs."""
+
+    cohort: str                          # folder of label maps / dataset folder / CSV list
+    out_dir: str                         # output folder (also the resumable results store)
+    epsilon: float = 2.0                 # percent excluded per feature (UKBOB uses 2)
+    engine: str = "local"                # "local" process pool or "ray"
+    workers: int | None = None           # local processes (default: all cores)
+    address: str | None = None           # Ray cluster address; None starts a local Ray
+    scheme: str | None = "ukbob"         # names structures in tables and reports; features use indices
+    images: str | None = None            # folder of images matched by file name (for body="image")
+    body_masks: str | None = None        # folder of body masks matched by file name
+    body: str = "auto"                   # V_body source, see cohort.BODY_SOURCES
+    missing_presence: float = MISSING_PRESENCE  # presence above which an absent structure is "missing"
+    plots: bool = True                   # PNG figures in the report
+    progress: bool = True                # progress bar on stderr
+
+
+@dataclass
+class RunResult:
+    """Outputs of :func:`run_cohort`: paths and counts."""
+
+    out_dir: Path
+    samples: int
+    computed: int
+    reused: int
+    errors: list
+    flagged_samples: int
+    inaccurate_structures: int
+    missing_structures: int
+    files: dict = field(default_factory=dict)
+
+
+def check_config(config: RunConfig) -> None:
+    check_epsilon(config.epsilon)
+    if config.body not in BODY_SOURCES:
+        raise ValueError(f"--body {config.body!r} is not one of {BODY_SOURCES}")
+    if not 0 < config.missing_presence <= 1:
+        raise ValueError(f"--missing-presence {config.missing_presence} must be in (0, 1]")
+    if config.workers is not None and config.workers < 1:
+        raise ValueError(f"--workers {config.workers} must be at least 1")
+    if config.scheme is not None:
+        from ..labels import get_scheme
+
+        get_scheme(config.scheme)
+
+
+def run_cohort(config: RunConfig, **hooks) -> RunResult:
+    """Compute (or resume) features, fit bounds, flag every sample and write the outputs:
+    ``features.csv``, ``bounds.json``, ``flags.csv``, ``qc_list.csv``/``.json``, ``errors.csv``,
+    ``report.md`` + PNGs, ``config.json``. ``hooks`` are passed to :func:`compute_features`."""
+    check_config(config)
+    out_dir = Path(config.out_dir)
+    samples = find_samples(config.cohort, config.images, config.body_masks)
+    result = compute_features(samples, out_dir, engine=config.engine, workers=config.workers,
+                              address=config.address, body=config.body, progress=config.progress, **hooks)
+    cohort = result.cohort()
+    bounds = fit_bounds(cohort, config.epsilon, scheme=config.scheme)
+    flags = flag_cohort(cohort, bounds, missing_presence=config.missing_presence)
+    return _write_outputs(config, out_dir, samples, result, cohort, bounds, flags)
+
+
+def _write_outputs(config, out_dir, samples, result: CohortFeatures, cohort, bounds, flags) -> RunResult:
+    files = {}
+    write_text_atomic(out_dir / "config.json", _json(asdict(config)))
+    files["features"] = tables.write_table(tables.feature_rows(cohort, config.scheme),
+                                           out_dir / "features.csv", tables.FEATURE_COLUMNS)
+    save_bounds(bounds, out_dir / "bounds.json")
+    files["bounds"] = [out_dir / "bounds.json"]
+    files["flags"] = tables.write_table(tables.flag_rows(flags, config.scheme), out_dir / "flags.csv",
+                                        tables.FLAG_COLUMNS)
+    qc_rows = tables.qc_list(flags, {s.id: s for s in samples}, config.scheme)
+    files["qc_list"] = tables.write_table(qc_rows, out_dir / "qc_list.csv", tables.QC_COLUMNS)
+    tables.write_qc_json(qc_rows, flags, out_dir / "qc_list.json")
+    files["errors"] = tables.write_table(result.errors, out_dir / "errors.csv", ("id", "labelmap", "error"))
+    counts = _counts(flags)
+    summary = {"cohort": config.cohort, "samples": len(samples), "features computed": len(cohort),
+               "unreadable (skipped)": len(result.errors), "epsilon (%)": f"{config.epsilon:g}",
+               "flagged samples": counts[0], "inaccurate structures": counts[1],
+               "missing structures": counts[2],
+               "engine": f"{config.engine} ({result.computed} computed now, {result.reused} reused, "
+                         f"{result.seconds:.1f} s)", "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+    files["report"] = [write_report(out_dir, cohort, flags, bounds, qc_rows, result.errors, summary,
+                                    config.scheme, config.plots)]
+    return RunResult(out_dir, len(samples), result.computed, result.reused, result.errors, *counts, files)
+
+
+def _counts(flags) -> tuple[int, int, int]:
+    flagged = sum(any(e["inaccurate"] or e["missing"] for e in s.values()) for s in flags.values())
+    inaccurate = sum(e["inaccurate"] for s in flags.values() for e in s.values())
+    missing = sum(e["missing"] for s in flags.values() for e in s.values())
+    return flagged, inaccurate, missing
+
+
+def _json(data) -> str:
+    import json
+
+    return json.dumps(data, indent=1, default=str) + "\n"

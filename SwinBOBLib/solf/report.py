@@ -1,0 +1,137 @@
+"""Markdown report of a SOLF cohort run, with per-structure distributions before and after filtering
+(like the UKBOB paper's figure 8) drawn by matplotlib (Agg, no display needed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .bounds import SOLF_FEATURES, Bounds, write_text_atomic
+from .tables import structure_namer
+
+FIGURE_DISTRIBUTIONS = "distributions.png"
+FIGURE_MEAN_VOLUME = "mean_normalized_volume.png"
+
+
+def values_before_after(cohort: Mapping[str, Mapping[int, Mapping]], flags: Mapping[str, Mapping[int, Mapping]],
+                        label: int, feature: str) -> tuple[np.ndarray, np.ndarray]:
+    """Values of one feature of one structure over all samples, and over those where the structure
+    was not flagged inaccurate."""
+    before, after = [], []
+    for sample_id, sample in cohort.items():
+        if label in sample:
+            before.append(sample[label][feature])
+            if not flags[sample_id].get(label, {}).get("inaccurate", False):
+                after.append(sample[label][feature])
+    return np.asarray(before), np.asarray(after)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_distributions(cohort, flags, labels: Sequence[int], path: str | os.PathLike,
+                       scheme: str | None = None) -> None:
+    """Box plots per structure, before (grey) and after (blue) filtering, one row per SOLF feature."""
+    plt = _pyplot()
+    name = structure_namer(scheme)
+    width = max(8.0, 0.32 * len(labels) + 2)
+    figure, axes = plt.subplots(len(SOLF_FEATURES), 1, figsize=(width, 9), squeeze=False)
+    positions = np.arange(len(labels))
+    for axis, feature in zip(axes[:, 0], SOLF_FEATURES):
+        pairs = [values_before_after(cohort, flags, label, feature) for label in labels]
+        for offset, index, color in ((-0.2, 0, "0.6"), (0.2, 1, "tab:blue")):
+            data = [p[index] if len(p[index]) else np.array([np.nan]) for p in pairs]
+            axis.boxplot(data, positions=positions + offset, widths=0.35, showfliers=True,
+                         flierprops={"markersize": 2}, patch_artist=True,
+                         boxprops={"facecolor": color, "linewidth": 0.5}, medianprops={"color": "k"})
+        axis.set_ylabel(feature.replace("_", " "))
+        if feature == "normalized_volume":
+            axis.set_yscale("log")
+        axis.set_xticks(positions)
+        axis.set_xticklabels([], rotation=90)
+    axes[-1, 0].set_xticklabels([name(label) for label in labels], rotation=90, fontsize=7)
+    axes[0, 0].set_title("Per-structure SOLF features before (grey) and after (blue) filtering")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_mean_volumes(cohort, flags, labels: Sequence[int], path: str | os.PathLike,
+                      scheme: str | None = None) -> None:
+    """Mean normalised volume of each structure before and after filtering (paper figure 8)."""
+    plt = _pyplot()
+    name = structure_namer(scheme)
+    means = np.array([[np.mean(v) if len(v) else np.nan for v in values_before_after(cohort, flags, label,
+                                                                                    "normalized_volume")]
+                      for label in labels]).reshape(-1, 2)
+    figure, axis = plt.subplots(figsize=(max(8.0, 0.25 * len(labels) + 2), 4))
+    positions = np.arange(len(labels))
+    axis.bar(positions - 0.2, means[:, 0], width=0.4, color="0.6", label="before")
+    axis.bar(positions + 0.2, means[:, 1], width=0.4, color="tab:blue", label="after SOLF")
+    axis.set_yscale("log")
+    axis.set_ylabel("mean normalized volume")
+    axis.set_xticks(positions)
+    axis.set_xticklabels([name(label) for label in labels], rotation=90, fontsize=7)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _structure_table(cohort, flags, bounds: Bounds, name) -> list[str]:
+    lines = ["| label | structure | samples | inaccurate | missing | normalized volume | sphericity | eccentricity |",
+             "| ---: | --- | ---: | ---: | ---: | --- | --- | --- |"]
+    for label, ranges in bounds.items():
+        inaccurate = sum(f.get(label, {}).get("inaccurate", False) for f in flags.values())
+        missing = sum(f.get(label, {}).get("missing", False) for f in flags.values())
+        spans = " | ".join(f"{ranges[f][0]:.4g} to {ranges[f][1]:.4g}" for f in SOLF_FEATURES)
+        lines.append(f"| {label} | {name(label)} | {bounds.counts.get(label, '')} | {inaccurate} | "
+                     f"{missing} | {spans} |")
+    return lines
+
+
+def write_report(out_dir: str | os.PathLike, cohort, flags, bounds: Bounds, qc_rows: Sequence[Mapping],
+                 errors: Sequence[Mapping], summary: Mapping, scheme: str | None = None,
+                 plots: bool = True) -> Path:
+    """Write ``report.md`` (and its PNG figures) into ``out_dir``; returns the report path."""
+    out_dir = Path(out_dir)
+    name = structure_namer(scheme)
+    labels = list(bounds)
+    lines = ["# SOLF cohort report", "",
+             *(f"- **{key.replace('_', ' ')}**: {value}" for key, value in summary.items()), "",
+             "A structure is *inaccurate* when at least two of its three features (normalized volume, "
+             f"sphericity, eccentricity) fall outside [P{bounds.epsilon / 2:g}, P{100 - bounds.epsilon / 2:g}] "
+             "of the cohort (UKBOB eq. 1); *missing* when the cohort nearly always has it and the sample "
+             "does not.", ""]
+    if plots and cohort and labels:
+        plot_distributions(cohort, flags, labels, out_dir / FIGURE_DISTRIBUTIONS, scheme)
+        plot_mean_volumes(cohort, flags, labels, out_dir / FIGURE_MEAN_VOLUME, scheme)
+        lines += ["## Distributions before and after filtering", "",
+                  f"![features per structure]({FIGURE_DISTRIBUTIONS})", "",
+                  f"![mean normalized volume per structure]({FIGURE_MEAN_VOLUME})", ""]
+    lines += ["## Flagged samples (most severe first)", ""]
+    if qc_rows:
+        lines += ["| rank | sample | severity | inaccurate | missing |", "| ---: | --- | ---: | --- | --- |"]
+        lines += [f"| {r['rank']} | {r['id']} | {r['severity']} | {r['inaccurate'] or '-'} | {r['missing'] or '-'} |"
+                  for r in qc_rows[:30]]
+        if len(qc_rows) > 30:
+            lines.append(f"\n{len(qc_rows) - 30} more in `qc_list.csv`.")
+    else:
+        lines.append("None.")
+    lines += ["", "## Bounds and flags per structure", "", *_structure_table(cohort, flags, bounds, name), ""]
+    if errors:
+        lines += ["## Skipped (unreadable) samples", ""]
+        lines += [f"- `{e['labelmap']}`: {e['error']}" for e in errors]
+        lines.append("")
+    path = out_dir / "report.md"
+    write_text_atomic(path, "\n".join(lines))
+    return path
