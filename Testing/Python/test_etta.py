@@ -1,0 +1,204 @@
+"""ETTA: entropy, which parameters adapt, episodic adaptation, refusal, and the flip-TTA baseline."""
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from SwinBOBLib import etta
+from SwinBOBLib.model import build_model
+
+
+class TinyNet(nn.Module):
+    """A small 3D segmenter with every kind of normalisation ETTA handles (fast on CPU)."""
+
+    def __init__(self, classes=4):
+        super().__init__()
+        self.conv1 = nn.Conv3d(1, 8, 3, padding=1)
+        self.instance = nn.InstanceNorm3d(8, affine=True)
+        self.conv2 = nn.Conv3d(8, 8, 3, padding=1)
+        self.group = nn.GroupNorm(2, 8)
+        self.batch = nn.BatchNorm3d(8)
+        self.plain_instance = nn.InstanceNorm3d(8)  # no affine parameters: nothing to adapt
+        self.head = nn.Conv3d(8, classes, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.instance(self.conv1(x)))
+        x = torch.relu(self.batch(self.group(self.conv2(x))))
+        return self.head(self.plain_instance(x))
+
+
+def shifted_image(shape=(1, 1, 24, 20, 16), seed=0):
+    """Smooth blobs, then an intensity shift and scale (a domain shift)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape, generator=g)
+    x = nn.functional.avg_pool3d(x, 5, stride=1, padding=2)
+    return x * 2.0 + 0.3
+
+
+@pytest.fixture
+def tiny():
+    torch.manual_seed(0)
+    return TinyNet().eval()
+
+
+# ----------------------------------------------------------------------------- entropy
+
+
+def test_entropy_of_one_hot_is_zero_and_uniform_is_one():
+    one_hot = nn.functional.one_hot(torch.randint(0, 72, (2, 3, 4, 5)), 72).permute(0, 4, 1, 2, 3).float()
+    h = etta.entropy_map(one_hot)
+    assert h.shape == (2, 3, 4, 5)
+    assert torch.allclose(h, torch.zeros_like(h), atol=1e-5)
+    uniform = torch.full((1, 7, 2, 2, 2), 1 / 7)
+    assert torch.allclose(etta.entropy_map(uniform), torch.ones(1, 2, 2, 2), atol=1e-5)
+
+
+def test_entropy_is_normalised_by_log_classes():
+    probs = torch.tensor([0.5, 0.5, 0.0, 0.0]).view(1, 4, 1, 1, 1)
+    assert etta.entropy_map(probs).item() == pytest.approx(math.log(2) / math.log(4), abs=1e-5)
+    logits = torch.randn(1, 4, 3, 3, 3)
+    assert etta.entropy_loss(logits).item() == pytest.approx(
+        etta.entropy_map(torch.softmax(logits, 1)).mean().item(), abs=1e-5)
+
+
+def test_entropy_refuses_single_class():
+    with pytest.raises(ValueError, match="C >= 2"):
+        etta.entropy_map(torch.ones(1, 1, 2, 2, 2))
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def test_adaptable_parameters_are_the_norm_affines(tiny):
+    expected = [tiny.instance.weight, tiny.instance.bias, tiny.group.weight, tiny.group.bias,
+                tiny.batch.weight, tiny.batch.bias]
+    assert [id(p) for p in etta.adaptable_parameters(tiny)] == [id(p) for p in expected]
+
+
+def test_swin_unetr_adapts_layernorms_and_affine_instance_norms():
+    model = build_model(12)
+    kinds = {type(m).__name__ for m in model.modules()
+             if any(p is q for p in etta.adaptable_parameters(model) for q in m.parameters(recurse=False))}
+    assert "LayerNorm" in kinds and "InstanceNormAsGroupNorm" in kinds
+
+
+def test_model_without_norm_parameters_is_refused():
+    model = nn.Sequential(nn.Conv3d(1, 3, 3, padding=1), nn.InstanceNorm3d(3))
+    with pytest.raises(ValueError, match="no normalisation parameters to adapt"):
+        etta.adapt(model, torch.rand(1, 1, 8, 8, 8), roi_size=8)
+
+
+@pytest.mark.parametrize("bad", [torch.rand(1, 8, 8, 8), torch.rand(2, 1, 8, 8, 8),
+                                 torch.full((1, 1, 8, 8, 8), float("nan"))], ids=["4d", "batch2", "nan"])
+def test_bad_images_are_refused(tiny, bad):
+    with pytest.raises(ValueError):
+        etta.adapt(tiny, bad, roi_size=8)
+
+
+def test_bad_options_are_refused(tiny):
+    with pytest.raises(ValueError, match="learning rate"):
+        etta.adapt(tiny, shifted_image(), lr=0, roi_size=16)
+    with pytest.raises(ValueError, match="optimizer"):
+        etta.adapt(tiny, shifted_image(), roi_size=16, config=etta.EttaConfig(optimizer="lbfgs"))
+
+
+# ----------------------------------------------------------------------------- adaptation
+
+
+def _snapshot(model):
+    return ({k: v.clone() for k, v in model.state_dict().items()},
+            {n: p.requires_grad for n, p in model.named_parameters()}, model.training)
+
+
+def test_adapt_changes_only_norm_parameters_and_lowers_entropy(tiny):
+    image = shifted_image()
+    adapted, stats = etta.adapt(tiny, image, steps=10, lr=1e-2, roi_size=16)
+    assert stats["entropy_after"] < stats["entropy_before"]
+    assert stats["n_parameters"] == 6 * 8 and stats["steps"] == 10 and stats["time_s"] > 0
+    norm_names = {n for n, p in adapted.named_parameters()
+                  if any(p is q for q in etta.adaptable_parameters(adapted))}
+    before = dict(tiny.named_parameters())
+    changed = {n for n, p in adapted.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and changed <= norm_names
+    assert not adapted.training and not any(p.requires_grad for p in adapted.parameters())
+    # BatchNorm now holds the test scan's statistics (Algorithm 1, UPDATEBNSTATISTICS).
+    assert not torch.equal(adapted.batch.running_mean, tiny.batch.running_mean)
+
+
+def test_adapt_leaves_the_callers_model_untouched(tiny):
+    state, grads, training = _snapshot(tiny)
+    reference = copy.deepcopy(tiny)
+    etta.adapt(tiny, shifted_image(), steps=3, lr=1e-2, roi_size=16)
+    assert tiny.training == training
+    assert {n: p.requires_grad for n, p in tiny.named_parameters()} == grads
+    assert all(torch.equal(v, state[k]) for k, v in tiny.state_dict().items())
+    x = shifted_image(seed=1)
+    with torch.no_grad():
+        assert torch.equal(tiny(x), reference(x))
+
+
+def test_adapt_runs_under_no_grad_and_inference_mode(tiny):
+    with torch.no_grad():
+        _, stats = etta.adapt(tiny, shifted_image(), steps=2, lr=1e-2, roi_size=16)
+    assert len(stats["losses"]) == 2
+    with torch.inference_mode():
+        _, stats = etta.adapt(tiny, shifted_image(), steps=2, lr=1e-2, roi_size=16)
+    assert len(stats["losses"]) == 2
+
+
+def test_episodic_each_call_starts_from_the_loaded_weights(tiny):
+    image = shifted_image()
+    first, a = etta.adapt(tiny, image, steps=3, lr=1e-2, roi_size=16)
+    second, b = etta.adapt(tiny, image, steps=3, lr=1e-2, roi_size=16)
+    assert a["entropy_before"] == pytest.approx(b["entropy_before"])
+    assert all(torch.allclose(p, q) for p, q in zip(first.parameters(), second.parameters()))
+
+
+def test_whole_scan_entropy_mode(tiny):
+    config = etta.EttaConfig(entropy_before="scan", optimizer="sgd")
+    _, stats = etta.adapt(tiny, shifted_image(), steps=5, lr=0.5, roi_size=16, config=config)
+    assert stats["entropy_measured_on"] == "scan"
+    assert stats["entropy_after"] < stats["entropy_before"]
+
+
+def test_adapt_on_a_tiny_swin_unetr():
+    torch.manual_seed(0)
+    model = build_model(12).eval()
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+    adapted, stats = etta.adapt(model, torch.rand(1, 1, 32, 32, 32), steps=1, lr=1e-3, roi_size=32,
+                                config=etta.EttaConfig(candidates=1, patches=1))
+    assert 0 <= stats["entropy_after"] <= 1 and stats["patches"] == 1
+    assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
+    assert stats["n_parameters"] == sum(p.numel() for p in etta.adaptable_parameters(model))
+
+
+# ----------------------------------------------------------------------------- flip TTA
+
+
+def test_flip_sets():
+    assert len(etta.flip_sets(8)) == 8 and etta.flip_sets(8)[0] == ()
+    assert etta.flip_sets(4) == [(), (2,), (3,), (4,)]
+    with pytest.raises(ValueError):
+        etta.flip_sets(3)
+
+
+def test_flip_tta_maps_predictions_back_voxel_for_voxel():
+    x = torch.rand(1, 1, 6, 5, 4)
+
+    def voxelwise(patch):  # equivariant: flipping in and back out changes nothing
+        return torch.softmax(torch.cat([patch, -patch]), 0).reshape(1, 2, *patch.shape[2:])
+
+    assert torch.allclose(etta.flip_tta(voxelwise, 8)(x), voxelwise(x), atol=1e-6)
+
+    def left_marker(patch):  # "left" = the high-index half of axis 2, in the patch's own frame
+        p = torch.zeros(patch.shape[0], 2, *patch.shape[2:])
+        p[:, 1, 3:] = 1
+        p[:, 0, :3] = 1
+        return p
+
+    averaged = etta.flip_tta(left_marker, 4)(x)
+    # flips along axis 2 land the marker on the other side; averaging mixes, never swaps sides outright
+    assert averaged[0, 1, 3:].mean() > averaged[0, 1, :3].mean()
