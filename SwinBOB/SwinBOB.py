@@ -1,20 +1,23 @@
 """SwinBOB: 3D Slicer scripted module for whole-body MRI segmentation, ETTA and SOLF.
 
-This file holds the module metadata, the widget shell and the test entry point; computing lives
-in SwinBOBLib (installed beside this file by the module's CMakeLists). The segmentation panel,
-background jobs and review workflows are added module by module (see docs/).
+This file holds the module metadata, the widget shell and the test entry point. The Slicer-side
+code lives in SwinBOBModule/ (logic, MRML conversion, background jobs, parameters, dependencies,
+panel, shared test bodies) and all computing in SwinBOBLib; both are installed beside this file
+by the module's CMakeLists. See docs/slicer.md.
 """
 
 import os
 import sys
 
 import slicer
+import vtk
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
+from slicer.util import VTKObservationMixin
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 # Installed extension: SwinBOBLib sits beside this file. Source checkout: one folder up.
@@ -23,14 +26,8 @@ for _candidate in (_HERE, os.path.dirname(_HERE)):
         sys.path.insert(0, _candidate)
         break
 
-
-def resource_path(*parts):
-    """Path of a file under Resources/ in an installed extension or a source checkout."""
-    for root in (_HERE, os.path.dirname(_HERE)):
-        candidate = os.path.join(root, "Resources", *parts)
-        if os.path.exists(candidate):
-            return candidate
-    raise FileNotFoundError(f"SwinBOB resource not found: {os.path.join('Resources', *parts)}")
+from SwinBOBModule import logic as _logic  # noqa: E402
+from SwinBOBModule import resource_path  # noqa: E402,F401  (part of this file's API)
 
 
 class SwinBOB(ScriptedLoadableModule):
@@ -56,40 +53,101 @@ class SwinBOB(ScriptedLoadableModule):
 
 
 class SwinBOBWidget(ScriptedLoadableModuleWidget):
-    """Widget shell: lists the UKBOB structures with their colours."""
+    """Widget shell: loads the .ui, keeps the parameter node, hands the rest to the panel."""
+
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        self.observations = VTKObservationMixin()
+        self.logic = None
+        self.panel = None
+        self._parameterNode = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
-        import qt
+        from SwinBOBModule.widget import SwinBOBPanel
 
-        from SwinBOBLib import __version__, labels
+        uiWidget = slicer.util.loadUI(resource_path("UI", "SwinBOB.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = SwinBOBLogic()
+        self.observations.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.observations.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.panel = SwinBOBPanel(self.ui, self.logic, None)
+        self.initializeParameterNode()
 
-        info = qt.QLabel(f"SwinBOBLib {__version__}: UKBOB label scheme, {len(labels.get_scheme('ukbob'))} structures")
-        self.layout.addWidget(info)
-        table = qt.QTableWidget(0, 3)
-        table.setHorizontalHeaderLabels(["Index", "Structure", "Group"])
-        for index, name, display, group, _ in labels.scheme_rows("ukbob"):
-            row = table.rowCount
-            table.insertRow(row)
-            for column, text in enumerate((str(index), display, group)):
-                table.setItem(row, column, qt.QTableWidgetItem(text))
-        self.layout.addWidget(table)
-        self.layout.addStretch(1)
+    def cleanup(self):
+        if self.panel is not None:
+            self.panel.cleanup()
+        self.observations.removeObservers()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        self.setParameterNode(None)
+
+    def onSceneStartClose(self, caller, event):
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        from SwinBOBModule.parameters import wrapParameterNode
+
+        parameters = wrapParameterNode(self.logic.getParameterNode())
+        if parameters.inputVolume is None:
+            parameters.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        self.setParameterNode(parameters)
+
+    def setParameterNode(self, parameters):
+        if self._parameterNode is not None:
+            self.panel.disconnect()
+            self.observations.removeObserver(self._parameterNode.parameterNode, vtk.vtkCommand.ModifiedEvent,
+                                self.panel.updateFromParameters)
+        self._parameterNode = parameters
+        self.panel.parameters = parameters
+        if parameters is not None:
+            self.panel.connect()
+            self.observations.addObserver(parameters.parameterNode, vtk.vtkCommand.ModifiedEvent,
+                             self.panel.updateFromParameters)
+            self.panel.showTable()
 
 
-class SwinBOBLogic(ScriptedLoadableModuleLogic):
-    """Public API for other modules and scripts; holds no GUI state."""
+class SwinBOBLogic(ScriptedLoadableModuleLogic, _logic.SwinBOBLogic):
+    """Public API for other modules and scripts (see SwinBOBModule/logic.py); holds no GUI state.
+
+        logic = slicer.util.getModuleLogic("SwinBOB")
+        result = logic.segment(volumeNode)                  # bundled demo model
+        logic.centreOnStructure(result.segmentationNode, "liver")
+    """
+
+    def __init__(self, **kwargs):
+        ScriptedLoadableModuleLogic.__init__(self)
+        _logic.SwinBOBLogic.__init__(self, **kwargs)
 
     def ukbobColorTableNode(self):
         """The UKBOB colour table as a node in the scene (loaded once from Resources)."""
-        existing = slicer.mrmlScene.GetFirstNodeByName("SwinBOB_UKBOB")
+        scene = slicer.mrmlScene
+        existing = scene.GetFirstNodeByName("SwinBOB_UKBOB")
         if existing is not None:
             return existing
-        return slicer.util.loadColorTable(resource_path("ColorTables", "SwinBOB_UKBOB.ctbl"))
+        node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", "SwinBOB_UKBOB")
+        storage = node.CreateDefaultStorageNode()  # Slicer's reader, also without the application
+        scene.AddNode(storage)
+        node.SetAndObserveStorageNodeID(storage.GetID())
+        storage.SetFileName(resource_path("ColorTables", "SwinBOB_UKBOB.ctbl"))
+        if not storage.ReadData(node):
+            raise OSError(f"cannot read the colour table {storage.GetFileName()}")
+        node.SetName("SwinBOB_UKBOB")
+        return node
 
 
 class SwinBOBTest(ScriptedLoadableModuleTest):
-    """Self-test run inside Slicer (Developer mode > Reload and Test)."""
+    """Self-test run inside Slicer (Developer mode > Reload and Test); the bodies are shared with
+    the pytest suite (SwinBOBModule/selftests.py) and run here on a synthetic phantom."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -97,8 +155,36 @@ class SwinBOBTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_color_table()
+        self.test_segmentation_workflow()
 
     def test_color_table(self):
         node = SwinBOBLogic().ukbobColorTableNode()
         self.assertEqual(node.GetNumberOfColors(), 73)
         self.assertIn("kidney", node.GetColorName(3))
+
+    def test_segmentation_workflow(self):
+        import pathlib
+        import tempfile
+
+        from SwinBOBModule import selftests
+        from SwinBOBModule.dependencies import DependencyInstaller
+
+        DependencyInstaller(confirm=slicer.util.confirmOkCancelDisplay).ensure()
+        tmpdir = pathlib.Path(tempfile.mkdtemp(prefix="SwinBOBTest-"))
+        volume, labels = selftests.phantom_volume(slicer.mrmlScene)
+        ctx = selftests.TestContext(slicer.mrmlScene, SwinBOBLogic(), volume,
+                                    selftests.make_tiny_checkpoint(tmpdir / "tiny.pt"), tmpdir)
+        bounds = selftests.make_bounds(tmpdir / "bounds.json", [labels.array], labels.spacing)
+        self.delayDisplay("Geometry")
+        selftests.check_volume_roundtrip(ctx)
+        selftests.check_label_lands_at_its_ras_point(ctx)
+        self.delayDisplay("Segmenting in this process")
+        result = selftests.segment(ctx, boundsPath=bounds)
+        for check in (selftests.check_segmentation_node, selftests.check_entropy_volume,
+                      selftests.check_organ_table, selftests.check_centre_on_structure,
+                      selftests.check_storage_roundtrip):
+            check(ctx, result)
+        selftests.check_solf_verdicts(ctx, result, bounds)
+        self.delayDisplay("Segmenting in a background process")
+        selftests.check_background_run(ctx)
+        self.delayDisplay("Test passed")

@@ -1,0 +1,178 @@
+"""The module's GUI state (parameter node) and its mapping onto SwinBOBLib's configurations.
+
+One table, :data:`PARAMETERS`, lists every parameter with its type and default. From it come
+
+* :func:`parameterNodeWrapperClass`: the typed ``@parameterNodeWrapper`` class when Slicer provides
+  ``slicer.parameterNodeWrapper`` (the application); its fields bind to the .ui widgets whose
+  ``SlicerParameterName`` property names them;
+* :class:`PlainParameterNode`: the same fields stored as strings and node references on a
+  ``vtkMRMLScriptedModuleNode`` (slicer-core, tests, older Slicer).
+
+:class:`SegmentationOptions` is what the Logic takes; it maps onto :class:`InferenceConfig` /
+:class:`EttaConfig` (in-process) and onto ``swinbob segment`` options (background process), so the
+library's dataclasses stay the one source of defaults.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, fields
+
+#: Devices the user can choose (``cuda:N`` is accepted too).
+DEVICES = ("auto", "cuda", "cpu")
+#: Defaults of InferenceConfig.fast / .etta and EttaConfig.steps / .lr, repeated here so that this
+#: file imports without torch (the widget binds parameters before dependencies are installed);
+#: a test keeps them equal to the library's.
+FAST, ETTA, ETTA_STEPS, ETTA_LR = False, False, 3, 1e-3
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    type: type | str  # a Python type, or an MRML class name for node references
+    default: object
+    description: str
+
+    @property
+    def isNode(self) -> bool:
+        return isinstance(self.type, str)
+
+
+#: Every parameter of the module's parameter node.
+PARAMETERS = (
+    Parameter("inputVolume", "vtkMRMLVolumeNode", None, "scan to segment (scalar or multi-channel volume)"),
+    Parameter("contrast", str, "",
+              "channel name(s)/index(es) the checkpoint expects, e.g. water; empty: the checkpoint's"),
+    Parameter("checkpointPath", str, "", "Swin-BOB / MONAI checkpoint (.pt); empty: the bundled demo model"),
+    Parameter("device", str, "auto", "auto, cuda, cuda:N or cpu"),
+    Parameter("fast", bool, FAST, "coarser grid, no window overlap"),
+    Parameter("structures", str, "", "comma-separated structure names or groups; empty: all"),
+    Parameter("etta", bool, ETTA, "entropy test-time adaptation before the final pass"),
+    Parameter("ettaSteps", int, ETTA_STEPS, "ETTA gradient steps"),
+    Parameter("ettaLearningRate", float, ETTA_LR, "ETTA learning rate"),
+    Parameter("boundsPath", str, "", "SOLF bounds (.json); empty: the bundled default bounds"),
+    Parameter("segmentation", "vtkMRMLSegmentationNode", None, "result: one segment per structure"),
+    Parameter("entropyVolume", "vtkMRMLScalarVolumeNode", None, "result: normalised entropy map"),
+    Parameter("organTable", "vtkMRMLTableNode", None, "result: per-organ measurements and SOLF verdict"),
+)
+PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
+
+
+@functools.lru_cache(maxsize=1)
+def parameterNodeWrapperClass():
+    """The typed parameter-node class (``@parameterNodeWrapper``), or None outside the application."""
+    try:
+        import slicer
+        from slicer.parameterNodeWrapper import parameterNodeWrapper
+    except ImportError:
+        return None
+    annotations, defaults = {}, {}
+    for p in PARAMETERS:
+        annotations[p.name] = getattr(slicer, p.type) if p.isNode else p.type
+        if not p.isNode:
+            defaults[p.name] = p.default
+    namespace = {"__annotations__": annotations, "__doc__": "SwinBOB GUI state.", **defaults}
+    return parameterNodeWrapper(type("SwinBOBParameterNode", (), namespace))
+
+
+class PlainParameterNode:
+    """The parameters on a ``vtkMRMLScriptedModuleNode``: attribute access like the typed wrapper.
+
+    Values are stored as the node's parameters (strings) and node references; reading converts
+    back to the declared type, and unset parameters read as their defaults.
+    """
+
+    def __init__(self, node):
+        object.__setattr__(self, "parameterNode", node)
+        object.__setattr__(self, "_spec", {p.name: p for p in PARAMETERS})
+
+    def __getattr__(self, name):
+        spec = self._spec.get(name)
+        if spec is None:
+            raise AttributeError(f"no SwinBOB parameter '{name}' (parameters: {', '.join(PARAMETER_NAMES)})")
+        if spec.isNode:
+            return self.parameterNode.GetNodeReference(name)
+        text = self.parameterNode.GetParameter(name)
+        if text == "":
+            return spec.default
+        if spec.type is bool:
+            return text.lower() in ("1", "true")
+        return spec.type(text)
+
+    def __setattr__(self, name, value):
+        spec = self._spec.get(name)
+        if spec is None:
+            raise AttributeError(f"no SwinBOB parameter '{name}' (parameters: {', '.join(PARAMETER_NAMES)})")
+        if spec.isNode:
+            if value is not None and not value.IsA(spec.type):
+                raise ValueError(f"parameter {name}: expected a {spec.type}, got {value.GetClassName()}")
+            self.parameterNode.SetNodeReferenceID(name, value.GetID() if value is not None else None)
+        elif spec.type is bool:
+            self.parameterNode.SetParameter(name, "true" if value else "false")
+        else:
+            self.parameterNode.SetParameter(name, str(spec.type(value)))
+
+
+def wrapParameterNode(node):
+    """The typed wrapper of ``node`` in the application, else a :class:`PlainParameterNode`."""
+    wrapper = parameterNodeWrapperClass()
+    return wrapper(node) if wrapper is not None else PlainParameterNode(node)
+
+
+@dataclass
+class SegmentationOptions:
+    """What one segmentation run uses; see :data:`PARAMETERS` for each field's meaning."""
+
+    checkpointPath: str = ""
+    contrast: str = ""
+    device: str = "auto"
+    fast: bool = FAST
+    structures: str = ""
+    etta: bool = ETTA
+    ettaSteps: int = ETTA_STEPS
+    ettaLearningRate: float = ETTA_LR
+    boundsPath: str = ""
+    seed: int = 0
+
+    @classmethod
+    def fromParameters(cls, parameters) -> "SegmentationOptions":
+        """Options from a (typed or plain) parameter node."""
+        return cls(**{f.name: getattr(parameters, f.name) for f in fields(cls) if f.name in PARAMETER_NAMES})
+
+    def validate(self) -> None:
+        """Raise ValueError naming the bad value."""
+        device = self.device.strip().lower()
+        if device not in DEVICES and not (device.startswith("cuda:") and device[5:].isdigit()) and device != "mps":
+            raise ValueError(f"device '{self.device}': use auto, cuda, cuda:N, mps or cpu")
+        if self.etta and self.ettaSteps < 1:
+            raise ValueError(f"ETTA steps must be at least 1, got {self.ettaSteps}")
+        if self.etta and not self.ettaLearningRate > 0:
+            raise ValueError(f"ETTA learning rate must be positive, got {self.ettaLearningRate}")
+
+    def inferenceConfig(self):
+        """The library's :class:`InferenceConfig` for these options (in-process path)."""
+        from SwinBOBLib.inference import InferenceConfig
+
+        return InferenceConfig(device=self.device.strip().lower() or "auto", fast=self.fast, etta=self.etta,
+                               structures=self.structures.strip() or None,
+                               contrast=self.contrast.strip() or None, seed=self.seed)
+
+    def ettaConfig(self):
+        """The library's :class:`EttaConfig` for these options."""
+        from SwinBOBLib.etta import EttaConfig
+
+        return EttaConfig(steps=int(self.ettaSteps), lr=float(self.ettaLearningRate), seed=self.seed)
+
+    def commandLineOptions(self) -> list[str]:
+        """The same options as ``swinbob segment`` arguments (background path)."""
+        args = ["--device", self.device.strip().lower() or "auto", "--seed", str(self.seed)]
+        if self.fast:
+            args.append("--fast")
+        if self.structures.strip():
+            args += ["--structures", self.structures.strip()]
+        if self.contrast.strip():
+            args += ["--contrast", self.contrast.strip()]
+        if self.etta:
+            args += ["--etta", "--etta-steps", str(int(self.ettaSteps)),
+                     "--etta-lr", repr(float(self.ettaLearningRate))]
+        return args
