@@ -50,6 +50,10 @@ class SwinBOBPanel:
                                       lambda path: self.setParameter("boundsPath", path))
         ui.organTableWidget.connect("itemSelectionChanged()", self.onRowSelected)
         ui.organTableSelector.connect("currentNodeChanged(vtkMRMLNode*)", lambda node: self.showTable())
+        from .workflowpanels import WorkflowPanels  # QC review, correction, training/benchmark jobs
+
+        self.workflows = WorkflowPanels(ui, self.showStatus, self.showError,
+                                        setCheckpoint=lambda path: self.setParameter("checkpointPath", path))
 
     # ----------------------------------------------------------------- binding
 
@@ -167,6 +171,7 @@ class SwinBOBPanel:
         self.timer.stop()
         if self.run is not None and not self.run.job.finished:
             self.run.job.cancel(grace=2)
+        self.workflows.cleanup()
         self.disconnect()
 
     # ----------------------------------------------------------------- messages
