@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io as _stdio
 import json
-import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -137,12 +136,6 @@ def markdown_summary(per_mode: Sequence[dict], per_class: Sequence[dict], title:
     return "\n".join(lines) + "\n"
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
     buffer = _stdio.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
@@ -192,13 +185,13 @@ def run_benchmark(dataset_path, checkpoint, outdir, modes=("plain",), split: str
 
 def _write_outputs(outdir: Path, rows, modes, dataset, checkpoint, eval_scheme: str, status: str) -> dict:
     per_mode, per_class = summarize(rows, modes)
-    _write_text(outdir / "per_case.csv", _csv(rows, CASE_COLUMNS))
-    _write_text(outdir / "per_class.csv", _csv(per_class, CLASS_COLUMNS))
+    io.write_text_atomic(outdir / "per_case.csv", _csv(rows, CASE_COLUMNS))
+    io.write_text_atomic(outdir / "per_class.csv", _csv(per_class, CLASS_COLUMNS))
     title = f"{Path(str(checkpoint)).name} on {dataset.name} ({eval_scheme} structures)"
-    _write_text(outdir / "summary.md", markdown_summary(per_mode, per_class, title))
+    io.write_text_atomic(outdir / "summary.md", markdown_summary(per_mode, per_class, title))
     summary = {"status": status, "dataset": str(dataset.source), "checkpoint": str(checkpoint),
                "eval_scheme": eval_scheme, "cases": len({r["case"] for r in rows}), "modes": per_mode}
-    _write_text(outdir / "summary.json", json.dumps(summary, indent=2))
+    io.write_text_atomic(outdir / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 

@@ -17,6 +17,10 @@ from . import __version__
 #: Modules that add commands; each has ``register(subparsers)``.
 COMMAND_MODULES = (
     "SwinBOBLib.cli",
+    "SwinBOBLib.segment",
+    "SwinBOBLib.solf.commands",
+    "SwinBOBLib.training",
+    "SwinBOBLib.benchmark",
     "SwinBOBLib.demo",
 )
 
@@ -173,10 +177,13 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    warnings.simplefilter("default")
+    formatter = warnings.formatwarning
     warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*")  # MONAI's own internals
+            return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
         if args.debug:
             raise
@@ -185,6 +192,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"swinbob {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatter
 
 
 if __name__ == "__main__":

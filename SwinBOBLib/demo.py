@@ -1,13 +1,19 @@
-"""``swinbob demo``: the main job on the embedded default data (what ``make demo`` runs).
+"""``swinbob demo``: the main job on the embedded defaults (what ``make demo`` runs).
 
-Today the demo reads the real sample MRI shipped in ``Testing/Data`` with its automatic label map,
-converts the labels into the UKBOB scheme on the scan's own grid, checks that reorienting to the
-model's RAS orientation and back is exact, computes the SOLF shape features of every structure,
-writes a synthetic UKBOB phantom, and renders previews. It grows with each capability of SwinBOB.
+Segments the real sample MRI shipped in ``Testing/Data`` with the bundled demo model, adapts the
+model to the scan with ETTA, writes the label map, the entropy map, the per-organ table, a report
+and a preview (exactly what ``swinbob segment --etta`` writes), then checks every structure's shape
+against the bundled SOLF bounds and scores the result against the sample's automatic reference
+labels (TotalSegmentator ``total_mr``) on the structures both schemes share.
+
+The demo model was trained on synthetic phantoms on a CPU (see docs/training.md): the figures show
+the workflow, not the accuracy of the UKBOB-trained Swin-BOB.
 """
 
 from __future__ import annotations
 
+import csv
+import io as _stdio
 import json
 import os
 import time
@@ -15,92 +21,111 @@ from pathlib import Path
 
 import numpy as np
 
+from .io import write_text_atomic
+from .resources import DEFAULT_BOUNDS, DEMO_MODEL, bundled
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = REPO_ROOT / "Testing" / "Data" / "totalsegmentator-samples"
 SAMPLE_MR = SAMPLE_DIR / "example_mr_sm.nii.gz"
 SAMPLE_MR_LABELS = SAMPLE_DIR / "example_seg_mr.nii.gz"
 
 
-def _write_json(data: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _solf_table(labelmap: np.ndarray, spacing) -> list[dict]:
-    """Per-structure SOLF features, when the SOLF module is available."""
-    try:
-        from .solf import organ_features
-    except ImportError:
-        return []
+def solf_rows(labelmap: np.ndarray, spacing, bounds_path: Path) -> list[dict]:
+    """Per structure: the three SOLF features, which are out of the bounds, and the 2-of-3 verdict."""
     from .labels import get_scheme
+    from .solf import flag, load_bounds, organ_features
 
+    features = organ_features(labelmap, spacing=spacing)
+    flags = flag(features, load_bounds(bounds_path))
     scheme = get_scheme("ukbob")
-    return [{"index": index, "name": scheme.name_of(index), **values}
-            for index, values in organ_features(labelmap, spacing=spacing).items()]
+    rows = []
+    for index, values in sorted(features.items()):
+        verdict = flags.get(index, {})
+        rows.append({"index": index, "name": scheme.name_of(index), "volume_ml": values["volume_mm3"] / 1000,
+                     "normalized_volume": values["normalized_volume"], "sphericity": values["sphericity"],
+                     "eccentricity": values["eccentricity"],
+                     "out_of_range": ";".join(verdict.get("out_of_range", [])),
+                     "inaccurate": bool(verdict.get("inaccurate", False))})
+    return rows
+
+
+def reference_scores(labelmap: np.ndarray, reference_path: Path, scheme: str, spacing) -> list[dict]:
+    """Dice and HD95 against the sample's reference labels, in the reference scheme."""
+    from . import io, labels, metrics
+
+    reference = io.load_labelmap(reference_path, scheme=scheme)
+    predicted = labels.remap(labelmap, "ukbob", scheme)
+    shared = sorted({c.dst_index for c in labels.correspondences("ukbob", scheme)} & set(np.unique(reference.array).tolist()))
+    rows = metrics.per_class_metrics(predicted, reference.array, shared, spacing=spacing)
+    names = labels.get_scheme(scheme)
+    return [{"structure": names.name_of(r["label"]), "dice": r["dice"], "hd95_mm": r["hd95"]} for r in rows]
+
+
+def _csv(rows: list[dict]) -> str:
+    buffer = _stdio.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in r.items()} for r in rows)
+    return buffer.getvalue()
 
 
 def run_demo(output_dir: str | os.PathLike, image_path=SAMPLE_MR, labels_path=SAMPLE_MR_LABELS,
-             labels_scheme: str = "total_mr") -> dict:
-    """Run the demo into ``output_dir`` and return its report (also written as report.json)."""
-    from . import io, labels, phantom, preview
+             labels_scheme: str = "total_mr", checkpoint=None, bounds=None, device: str = "auto") -> dict:
+    """Run the demo into ``output_dir``; returns a summary (also ``demo.json``)."""
+    from .etta import EttaConfig
+    from .inference import InferenceConfig
+    from .segment import load_model_for_cli, segment_file
 
     started = time.perf_counter()
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     for path in (image_path, labels_path):
         if not Path(path).exists():
             raise FileNotFoundError(f"{path}: demo sample missing (run from a full checkout of SwinBOB)")
-    image = io.load_image(image_path)
-    source_labels = io.load_labelmap(labels_path, scheme=labels_scheme)
-    ukbob = labels.remap(source_labels.array, labels_scheme, "ukbob")
-    io.save_labelmap(ukbob, image, out / "labels_ukbob.nii.gz")
-    io.save_labelmap(ukbob, image, out / "labels_ukbob.seg.nrrd")
+    checkpoint = Path(checkpoint) if checkpoint else bundled(DEMO_MODEL, "demo model")
+    bounds = Path(bounds) if bounds else bundled(DEFAULT_BOUNDS, "SOLF bounds")
+    model, metadata, info = load_model_for_cli(str(checkpoint), None)
+    config = InferenceConfig(device=device, etta=True, progress=True)
+    report = segment_file(Path(image_path), out, model, metadata, config, EttaConfig(), info)
+    from . import io
 
-    canonical, record = io.reorient(image, "RAS")
-    back = io.undo_reorientation(canonical, record)
-    exact = bool(np.array_equal(back.array, image.array) and np.array_equal(back.affine, image.affine))
-
-    features = _solf_table(ukbob, image.spacing)
-    preview.render_preview(image, out / "preview.png", labels=ukbob,
-                           title=f"{Path(image_path).name}: {labels_scheme} labels in the UKBOB scheme")
-    cohort = phantom.write_cohort(out / "phantom", n=1, size="small", seed=0)
-    ph = io.load_image(out / "phantom" / "imagesTr" / "case_0000.nii.gz")
-    ph_labels = io.load_labelmap(out / "phantom" / "labelsTr" / "case_0000.nii.gz")
-    preview.render_preview(ph, out / "phantom_preview.png", labels=ph_labels.array, title="synthetic phantom, seed 0")
-
-    present = sorted(int(v) for v in np.unique(ukbob) if v)
-    report = {
-        "input": str(image_path), "input_labels": str(labels_path), "input_scheme": labels_scheme,
-        "shape": list(image.array.shape), "spacing_mm": list(image.spacing),
-        "orientation": image.orientation, "reorientation_round_trip_exact": exact,
-        "ukbob_structures": [labels.get_scheme("ukbob").name_of(i) for i in present],
-        "solf_features": features, "phantom": str(cohort.get("output_dir", out / "phantom")),
-        "seconds": round(time.perf_counter() - started, 2),
-        "outputs": ["labels_ukbob.nii.gz", "labels_ukbob.seg.nrrd", "preview.png", "phantom/", "phantom_preview.png"],
-    }
-    _write_json(report, out / "report.json")
-    return report
+    predicted = io.load_labelmap(out / "labels.nii.gz")
+    solf = solf_rows(predicted.array, predicted.spacing, bounds)
+    write_text_atomic(out / "solf.csv", _csv(solf))
+    scores = reference_scores(predicted.array, Path(labels_path), labels_scheme, predicted.spacing)
+    write_text_atomic(out / "reference_scores.csv", _csv(scores))
+    summary = {"input": str(image_path), "checkpoint": str(checkpoint), "bounds": str(bounds),
+               "device": report["device"], "entropy": report["entropy"], "timings": report["timings"],
+               "structures": len(solf), "flagged_by_solf": [r["name"] for r in solf if r["inaccurate"]],
+               "mean_dice_vs_reference": float(np.mean([s["dice"] for s in scores])) if scores else None,
+               "seconds": round(time.perf_counter() - started, 2),
+               "outputs": ["labels.nii.gz", "entropy.nii.gz", "organs.csv", "report.json", "preview.png",
+                           "solf.csv", "reference_scores.csv", "demo.json"]}
+    write_text_atomic(out / "demo.json", json.dumps(summary, indent=2, default=str))
+    return summary
 
 
 def cmd_demo(args) -> int:
-    report = run_demo(args.output)
-    print(f"input       {report['input']} ({report['orientation']}, shape {tuple(report['shape'])}, "
-          f"spacing {tuple(round(s, 2) for s in report['spacing_mm'])} mm)")
-    print(f"labels      {len(report['ukbob_structures'])} UKBOB structures from the '{report['input_scheme']}' "
-          "label map, written on the input grid")
-    print(f"geometry    RAS round trip exact: {report['reorientation_round_trip_exact']}")
-    if report["solf_features"]:
-        print("SOLF        structure              volume_ml  sphericity  eccentricity")
-        for row in report["solf_features"]:
-            print(f"            {row['name']:<22} {row['volume_mm3'] / 1000:9.1f}  {row['sphericity']:10.3f}"
-                  f"  {row['eccentricity']:12.3f}")
-    print(f"phantom     {report['phantom']}")
-    print(f"outputs     {args.output}/: {', '.join(report['outputs'])}, report.json ({report['seconds']} s)")
+    summary = run_demo(args.output, checkpoint=args.checkpoint, bounds=args.bounds, device=args.device)
+    entropy = summary["entropy"]
+    print(f"input       {summary['input']}")
+    print(f"model       {summary['checkpoint']} on {summary['device']}")
+    print(f"entropy     mean {entropy['mean']:.3f}; ETTA {entropy['etta_before']:.3f} -> {entropy['etta_after']:.3f}")
+    print(f"structures  {summary['structures']} segmented; SOLF flags {len(summary['flagged_by_solf'])}: "
+          f"{', '.join(summary['flagged_by_solf'][:8]) or 'none'}")
+    if summary["mean_dice_vs_reference"] is not None:
+        print(f"reference   mean Dice {summary['mean_dice_vs_reference']:.3f} against the sample's "
+              "TotalSegmentator labels (shared structures; see reference_scores.csv)")
+    print(f"outputs     {args.output}/: {', '.join(summary['outputs'])} ({summary['seconds']} s)")
     return 0
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="run the main job on the bundled sample MRI (what `make demo` runs)")
+    p = subparsers.add_parser("demo", help="segment the bundled sample MRI with the demo model, ETTA and SOLF",
+                              description="What `make demo` runs: the sample MRI in Testing/Data, the bundled "
+                              "demo model and SOLF bounds in Resources/.")
     p.add_argument("-o", "--output", default="demo-output", help="output folder (default: demo-output)")
+    p.add_argument("--checkpoint", help="another model (default: Resources/Models/swinbob_demo.pt)")
+    p.add_argument("--bounds", help="other SOLF bounds (default: Resources/SOLF/default_bounds.json)")
+    p.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
     p.set_defaults(func=cmd_demo)

@@ -383,6 +383,21 @@ def select_channels(image: Image, channels: Iterable[int | str] | None) -> Image
 # ----------------------------------------------------------------------------- writing
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to a temporary file beside ``path`` and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def save_image(image: Image, path: str | os.PathLike, *, scheme: str | None = None,
                dtype=None) -> Path:
     """Write ``image`` atomically (temporary file, then rename) in the format the suffix names.
@@ -495,8 +510,6 @@ def _add_segment_metadata(img, labels: np.ndarray, scheme_name: str) -> None:
 
 def _write_dicom_series(array: np.ndarray, affine: np.ndarray, folder: Path) -> None:
     """Write a scalar volume as a DICOM series (one file per k-slice), atomically as a folder."""
-    import SimpleITK as sitk
-
     if array.ndim != 3:
         raise ValueError(f"{folder}: DICOM output takes a single-channel volume, got shape {array.shape}")
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):

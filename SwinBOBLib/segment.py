@@ -133,9 +133,7 @@ def _solf_features(labels: np.ndarray, spacing) -> dict | None:
 
 
 def _atomic_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    io.write_text_atomic(path, text)
 
 
 def write_organs_csv(rows: list[dict], path: Path) -> None:

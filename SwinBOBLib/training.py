@@ -580,10 +580,7 @@ def _channel_colors(layout) -> np.ndarray:
 
 
 def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    io.write_text_atomic(path, json.dumps(data, indent=2, default=str))
 
 
 def load_pretrained(model: torch.nn.Module, path: str | os.PathLike, scheme: str) -> None:

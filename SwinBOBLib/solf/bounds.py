@@ -20,11 +20,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from ..io import write_text_atomic
 
 #: The three SOLF features, in the paper's order.
 SOLF_FEATURES = ("normalized_volume", "sphericity", "eccentricity")
@@ -207,20 +208,6 @@ def bounds_from_json(data: Mapping, source: str = "bounds") -> Bounds:
                       counts=counts, features=features, scheme=data.get("scheme"))
     except (KeyError, TypeError, ValueError, IndexError) as error:
         raise ValueError(f"{source}: malformed SOLF bounds file ({type(error).__name__}: {error})") from None
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def save_bounds(bounds: Bounds, path: str | os.PathLike) -> None:

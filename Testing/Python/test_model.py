@@ -1,8 +1,5 @@
 """Swin-BOB model building and safe checkpoint loading (no forward passes: fast)."""
 
-import os
-import pickle
-
 import pytest
 import torch
 

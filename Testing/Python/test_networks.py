@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from SwinBOBLib import etta, io, model, phantom, training
 from SwinBOBLib.inference import InferenceConfig, segment_image

@@ -28,7 +28,7 @@ def _tracked(folder: str, pattern: str) -> set[str]:
 
 
 def test_every_library_file_is_listed_and_every_listed_file_exists():
-    text = MODULE_CMAKE.read_text()
+    text = MODULE_CMAKE.read_text(encoding="utf-8")
     listed = set(_cmake_set(text, "SWINBOBLIB_FILES"))
     on_disk = _tracked("SwinBOBLib", "*.py") | _tracked("SwinBOBLib", "*.tsv") | _tracked("SwinBOBLib", "*.json")
     assert not on_disk - listed, f"not listed in SwinBOB/CMakeLists.txt: {sorted(on_disk - listed)}"
@@ -36,7 +36,7 @@ def test_every_library_file_is_listed_and_every_listed_file_exists():
 
 
 def test_every_module_script_and_resource_is_listed():
-    text = MODULE_CMAKE.read_text()
+    text = MODULE_CMAKE.read_text(encoding="utf-8")
     scripts = {f"SwinBOB/{s}" for s in _cmake_set(text, "MODULE_PYTHON_SCRIPTS")}
     assert scripts == _tracked("SwinBOB", "*.py"), "SwinBOB/*.py and MODULE_PYTHON_SCRIPTS differ"
     resources = set(_cmake_set(text, "SWINBOB_SHARED_RESOURCES"))
@@ -45,28 +45,28 @@ def test_every_module_script_and_resource_is_listed():
 
 
 def test_top_level_cmake_is_a_slicer_extension():
-    text = (REPO / "CMakeLists.txt").read_text()
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     assert re.search(r"set\(EXTENSION_DEPENDS\s+\"?PyTorch\"?\)", text)
     assert "add_subdirectory(SwinBOB)" in text
     assert "find_package(Slicer REQUIRED)" in text and "Slicer_EXTENSION_CPACK" in text
-    assert "slicerMacroBuildScriptedModule" in MODULE_CMAKE.read_text()
+    assert "slicerMacroBuildScriptedModule" in MODULE_CMAKE.read_text(encoding="utf-8")
 
 
 def test_module_file_has_the_scripted_module_classes():
-    tree = ast.parse((REPO / "SwinBOB" / "SwinBOB.py").read_text())
+    tree = ast.parse((REPO / "SwinBOB" / "SwinBOB.py").read_text(encoding="utf-8"))
     classes = {node.name: [b.id for b in node.bases if isinstance(b, ast.Name)]
                for node in tree.body if isinstance(node, ast.ClassDef)}
     assert classes["SwinBOB"] == ["ScriptedLoadableModule"]
     assert classes["SwinBOBWidget"] == ["ScriptedLoadableModuleWidget"]
     assert classes["SwinBOBLogic"] == ["ScriptedLoadableModuleLogic"]
     assert classes["SwinBOBTest"] == ["ScriptedLoadableModuleTest"]
-    compile((REPO / "SwinBOB" / "SwinBOB.py").read_text(), "SwinBOB.py", "exec")
+    compile((REPO / "SwinBOB" / "SwinBOB.py").read_text(encoding="utf-8"), "SwinBOB.py", "exec")
 
 
 def test_library_never_imports_slicer_qt_or_vtk():
     forbidden = {"slicer", "qt", "ctk", "vtk", "PySide6", "PyQt5"}
     for path in (REPO / "SwinBOBLib").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
             for name in names:

@@ -1,0 +1,27 @@
+"""`swinbob demo`: the main job on the sample MRI with the bundled model and bounds."""
+
+import csv
+import json
+
+import numpy as np
+
+from SwinBOBLib import demo, io
+from SwinBOBLib.resources import DEFAULT_BOUNDS, DEMO_MODEL
+
+
+def test_demo_with_the_bundled_model_and_bounds(tmp_path, samples):
+    assert DEMO_MODEL.is_file() and DEFAULT_BOUNDS.is_file()
+    summary = demo.run_demo(tmp_path, device="cpu")
+    for name in summary["outputs"]:
+        assert (tmp_path / name).is_file(), name
+    image = io.load_image(samples / "example_mr_sm.nii.gz")
+    for name in ("labels.nii.gz", "entropy.nii.gz"):
+        out = io.load_image(tmp_path / name)
+        assert out.array.shape == image.array.shape and np.array_equal(out.affine, image.affine)
+    solf = list(csv.DictReader((tmp_path / "solf.csv").read_text(encoding="utf-8").splitlines()))
+    assert len(solf) == summary["structures"] > 0
+    assert {r["inaccurate"] for r in solf} <= {"True", "False"}
+    entropy = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))["entropy"]
+    assert entropy["etta_before"] is not None and entropy["etta_after"] is not None
+    scores = list(csv.DictReader((tmp_path / "reference_scores.csv").read_text(encoding="utf-8").splitlines()))
+    assert scores and all(0 <= float(r["dice"]) <= 1 for r in scores)
