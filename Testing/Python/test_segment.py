@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -126,13 +127,24 @@ def test_bad_input_gets_a_clear_error_and_writes_nothing(kind, checkpoint, tmp_p
     assert not out.exists()
 
 
-def test_missing_checkpoint_and_unavailable_device(scan, checkpoint, tmp_path, capsys):
+def test_missing_checkpoint_and_unavailable_device(scan, checkpoint, tmp_path, capsys, monkeypatch):
+    from SwinBOBLib import resources
+
+    monkeypatch.setattr(resources, "DEMO_MODEL", tmp_path / "absent" / "swinbob_demo.pt")
     assert swinbob("segment", scan, "-o", tmp_path / "a") == 1
-    assert "--checkpoint" in capsys.readouterr().err
+    assert "bundled demo model is missing" in capsys.readouterr().err
     if not torch.cuda.is_available():
         assert swinbob("segment", scan, "-o", tmp_path / "b", "--checkpoint", checkpoint, "--device", "cuda") == 1
         assert "no CUDA GPU" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_without_checkpoint_the_bundled_demo_model_is_used(scan, tmp_path, capsys):
+    from SwinBOBLib.resources import DEMO_MODEL
+
+    assert swinbob("segment", scan, "-o", tmp_path / "out", "--device", "cpu", "--no-preview") == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
+    assert Path(report["checkpoint"]["path"]) == DEMO_MODEL
 
 
 def test_organ_rows_for_an_empty_label_map():
