@@ -13,8 +13,6 @@ the paper's table 6, then per-structure Dice), ``summary.json``, and ``progress.
 
 from __future__ import annotations
 
-import csv
-import io as _stdio
 import json
 import time
 from pathlib import Path
@@ -136,15 +134,6 @@ def markdown_summary(per_mode: Sequence[dict], per_class: Sequence[dict], title:
     return "\n".join(lines) + "\n"
 
 
-def _csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
-    buffer = _stdio.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    return buffer.getvalue()
-
-
 def run_benchmark(dataset_path, checkpoint, outdir, modes=("plain",), split: str = "all",
                   eval_scheme: str | None = None, config: InferenceConfig | None = None,
                   etta_config: EttaConfig | None = None, limit: int | None = None,
@@ -185,8 +174,8 @@ def run_benchmark(dataset_path, checkpoint, outdir, modes=("plain",), split: str
 
 def _write_outputs(outdir: Path, rows, modes, dataset, checkpoint, eval_scheme: str, status: str) -> dict:
     per_mode, per_class = summarize(rows, modes)
-    io.write_text_atomic(outdir / "per_case.csv", _csv(rows, CASE_COLUMNS))
-    io.write_text_atomic(outdir / "per_class.csv", _csv(per_class, CLASS_COLUMNS))
+    io.write_csv_atomic(outdir / "per_case.csv", rows, CASE_COLUMNS, ".6g")
+    io.write_csv_atomic(outdir / "per_class.csv", per_class, CLASS_COLUMNS, ".6g")
     title = f"{Path(str(checkpoint)).name} on {dataset.name} ({eval_scheme} structures)"
     io.write_text_atomic(outdir / "summary.md", markdown_summary(per_mode, per_class, title))
     summary = {"status": status, "dataset": str(dataset.source), "checkpoint": str(checkpoint),

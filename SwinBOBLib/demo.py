@@ -12,8 +12,6 @@ the workflow, not the accuracy of the UKBOB-trained Swin-BOB.
 
 from __future__ import annotations
 
-import csv
-import io as _stdio
 import json
 import os
 import time
@@ -21,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import write_text_atomic
+from .io import write_csv_atomic, write_text_atomic
 from .resources import DEFAULT_BOUNDS, DEMO_MODEL, bundled
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -61,15 +59,6 @@ def reference_scores(labelmap: np.ndarray, reference_path: Path, scheme: str, sp
     return [{"structure": names.name_of(r["label"]), "dice": r["dice"], "hd95_mm": r["hd95"]} for r in rows]
 
 
-def _csv(rows: list[dict]) -> str:
-    buffer = _stdio.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in r.items()} for r in rows)
-    return buffer.getvalue()
-
-
 def run_demo(output_dir: str | os.PathLike, image_path=SAMPLE_MR, labels_path=SAMPLE_MR_LABELS,
              labels_scheme: str = "total_mr", checkpoint=None, bounds=None, device: str = "auto") -> dict:
     """Run the demo into ``output_dir``; returns a summary (also ``demo.json``)."""
@@ -91,9 +80,9 @@ def run_demo(output_dir: str | os.PathLike, image_path=SAMPLE_MR, labels_path=SA
 
     predicted = io.load_labelmap(out / "labels.nii.gz")
     solf = solf_rows(predicted.array, predicted.spacing, bounds)
-    write_text_atomic(out / "solf.csv", _csv(solf))
+    write_csv_atomic(out / "solf.csv", solf, list(solf[0]) if solf else ["index"], ".6g")
     scores = reference_scores(predicted.array, Path(labels_path), labels_scheme, predicted.spacing)
-    write_text_atomic(out / "reference_scores.csv", _csv(scores))
+    write_csv_atomic(out / "reference_scores.csv", scores, ["structure", "dice", "hd95_mm"], ".6g")
     summary = {"input": str(image_path), "checkpoint": str(checkpoint), "bounds": str(bounds),
                "device": report["device"], "entropy": report["entropy"], "timings": report["timings"],
                "structures": len(solf), "flagged_by_solf": [r["name"] for r in solf if r["inaccurate"]],

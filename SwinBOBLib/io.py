@@ -23,7 +23,7 @@ import uuid
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -396,6 +396,24 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_csv_atomic(path: str | os.PathLike, rows: Sequence[Mapping], columns: Sequence[str],
+                     float_format: str | None = None) -> Path:
+    """Write ``rows`` as CSV with the header ``columns`` (keys not in it are ignored), atomically.
+
+    ``float_format`` (e.g. ``".6g"``) formats float values; None writes them as Python prints them.
+    """
+    import csv
+    import io as stdio
+
+    buffer = stdio.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: format(v, float_format) if float_format and isinstance(v, float) else v
+                         for k, v in row.items()})
+    return write_text_atomic(path, buffer.getvalue())
 
 
 def save_image(image: Image, path: str | os.PathLike, *, scheme: str | None = None,

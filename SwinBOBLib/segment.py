@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io as _stdio
 import json
 import os
 import platform
@@ -132,16 +131,8 @@ def _solf_features(labels: np.ndarray, spacing) -> dict | None:
     return organ_features(labels, spacing=spacing)
 
 
-def _atomic_text(text: str, path: Path) -> None:
-    io.write_text_atomic(path, text)
-
-
 def write_organs_csv(rows: list[dict], path: Path) -> None:
-    buffer = _stdio.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=ORGAN_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    _atomic_text(buffer.getvalue(), path)
+    io.write_csv_atomic(path, rows, ORGAN_COLUMNS)
 
 
 def write_outputs(result: Segmentation, image: io.Image, outdir: Path, suffix: str, report: dict,
@@ -163,7 +154,7 @@ def write_outputs(result: Segmentation, image: io.Image, outdir: Path, suffix: s
                        heatmap=result.entropy.array, heatmap_label="entropy (normalised)",
                        title=report["input"]["path"])
     report["outputs"] = {k: str(v) for k, v in paths.items()}
-    _atomic_text(json.dumps(report, indent=2, default=_json_default), paths["report"])
+    io.write_text_atomic(paths["report"], json.dumps(report, indent=2, default=_json_default))
     return paths
 
 
@@ -222,7 +213,7 @@ def segment_file(path: Path, outdir: Path, model, metadata, config: InferenceCon
     write_outputs(result, image, outdir, output_suffix(path), report, metadata.scheme, preview)
     report["timings"]["write_s"] = time.perf_counter() - t0
     report["timings"]["wall_s"] = time.perf_counter() - started
-    _atomic_text(json.dumps(report, indent=2, default=_json_default), outdir / "report.json")
+    io.write_text_atomic(outdir / "report.json", json.dumps(report, indent=2, default=_json_default))
     return report
 
 
