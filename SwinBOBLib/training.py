@@ -49,7 +49,7 @@ class TrainConfig:
     feature_size: int = 48  # Swin-UNETR embedding size (paper: 48)
     roi_size: int = 96  # training crop edge in voxels (paper: 96^3)
     batch_size: int = 8  # crops per optimisation step (paper: 8)
-    crops_per_volume: int = 4  # random foreground crops drawn from each loaded volume
+    crops_per_volume: int = 4  # random foreground crops drawn from each loaded volume (at most batch_size)
     epochs: int = 3000  # paper: 3000 epochs
     max_steps: int | None = None  # stop after this many optimisation steps in total (smoke runs)
     lr: float = 1e-4  # AdamW learning rate (paper: 1e-4)
@@ -117,6 +117,13 @@ def check_config(config: TrainConfig, source: str = "config") -> TrainConfig:
         raise ValueError(f"{source}: batch_size {config.batch_size} must be a multiple of "
                          f"crops_per_volume {config.crops_per_volume}")
     return config
+
+
+def crops_and_volumes(config: TrainConfig) -> tuple[int, int]:
+    """Crops drawn per loaded volume and volumes per step, so that a step holds ``batch_size`` crops
+    (``crops_per_volume`` is capped at ``batch_size``)."""
+    crops = min(config.crops_per_volume, config.batch_size)
+    return crops, max(1, config.batch_size // crops)
 
 
 def load_config_file(path: str | os.PathLike) -> dict:
@@ -361,12 +368,12 @@ class Trainer:
         from .augment import training_transforms
 
         c = self.config
-        augment = training_transforms(self.layout, (c.roi_size,) * 3, c.crops_per_volume, c.flip_prob,
+        crops, volumes = crops_and_volumes(c)
+        augment = training_transforms(self.layout, (c.roi_size,) * 3, crops, c.flip_prob,
                                       c.lateral_flip, c.rotate90_prob, c.intensity_shift)
         data = make_dataset(augment_cases, self.dataset.scheme, self.metadata, c, self.run_dir, augment)
         sampler = DistributedSampler(data, num_replicas=self.ctx.world_size, rank=self.ctx.rank,
                                      shuffle=True, seed=c.seed)
-        volumes = max(1, c.batch_size // c.crops_per_volume)
         loader = DataLoader(data, batch_size=volumes, sampler=sampler, num_workers=c.num_workers,
                             collate_fn=list_data_collate, pin_memory=self.device.type == "cuda")
         return data, sampler, loader
@@ -529,7 +536,7 @@ class Trainer:
         self.save_last()
 
     def _steps_per_epoch(self) -> int:
-        volumes = max(1, self.config.batch_size // self.config.crops_per_volume)
+        _, volumes = crops_and_volumes(self.config)
         per_rank = math.ceil(len(self.splits["train"]) / self.ctx.world_size)
         return math.ceil(per_rank / volumes)
 

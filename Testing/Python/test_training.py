@@ -138,3 +138,8 @@ def test_torchrun_two_processes(cohort, tmp_path):
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text(encoding="utf-8"))
     assert summary["world_size"] == 2 and summary["global_step"] == 2
     load_checkpoint(tmp_path / "ddp" / "checkpoints" / "best.pt")
+
+
+def test_a_step_holds_batch_size_crops():
+    assert training.crops_and_volumes(training.TrainConfig(batch_size=2, crops_per_volume=4)) == (2, 1)
+    assert training.crops_and_volumes(training.TrainConfig(batch_size=8, crops_per_volume=4)) == (4, 2)
