@@ -8,7 +8,7 @@ TORCH_PIN ?= torch==2.13.0
 EXTRAS ?= test,train,distributed,slicer
 DEMO_OUT ?= demo-output
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean docs-pictures
 
 venv: $(STAMP)
 
@@ -31,6 +31,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q Testing/Python
+
+# Refreshes docs/slicer_render.png (the tests write only into temporary folders).
+docs-pictures: $(STAMP)
+	$(PY) benchmarks/render_slicer_docs.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

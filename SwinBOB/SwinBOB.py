@@ -6,6 +6,7 @@ panel, shared test bodies) and all computing in SwinBOBLib; both are installed b
 by the module's CMakeLists. See docs/slicer.md.
 """
 
+import logging
 import os
 import sys
 
@@ -28,6 +29,15 @@ for _candidate in (_HERE, os.path.dirname(_HERE)):
 
 from SwinBOBModule import logic as _logic  # noqa: E402
 from SwinBOBModule import resource_path  # noqa: E402,F401  (part of this file's API)
+from SwinBOBModule.dependencies import slicerVersionProblem  # noqa: E402
+
+
+def versionProblem():
+    """Why this Slicer cannot run the module (older than 5.10), or None."""
+    app = getattr(slicer, "app", None)
+    if app is None:  # slicer-core without the application: nothing to check
+        return None
+    return slicerVersionProblem(app.majorVersion, app.minorVersion)
 
 
 class SwinBOB(ScriptedLoadableModule):
@@ -46,9 +56,15 @@ class SwinBOB(ScriptedLoadableModule):
         self.parent.acknowledgementText = (
             "Implements 'UKBOB: One Billion MRI Labeled Masks for Generalizable 3D Medical Image "
             "Segmentation'. Sample data: TotalSegmentator test references (Apache-2.0).")
+        problem = versionProblem()
+        if problem:
+            logging.error(problem)
+            self.parent.helpText = f"<b>{problem}</b><br>" + self.parent.helpText
         try:
-            self.parent.icon = slicer.qt.QIcon(resource_path("Icons", "SwinBOB.png"))
-        except (AttributeError, FileNotFoundError):
+            import qt  # the application's PythonQt (absent under slicer-core, where no icon is needed)
+
+            self.parent.icon = qt.QIcon(resource_path("Icons", "SwinBOB.png"))
+        except (ImportError, FileNotFoundError):
             pass
 
 
@@ -64,6 +80,16 @@ class SwinBOBWidget(ScriptedLoadableModuleWidget):
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
+        problem = versionProblem()
+        if problem:  # the panel relies on 5.10 APIs: say so instead of failing half-way
+            import qt
+
+            label = qt.QLabel(problem)
+            label.wordWrap = True
+            label.setStyleSheet("color: #c00000")
+            self.layout.addWidget(label)
+            self.layout.addStretch(1)
+            return
         from SwinBOBModule.widget import SwinBOBPanel
 
         uiWidget = slicer.util.loadUI(resource_path("UI", "SwinBOB.ui"))
@@ -82,13 +108,16 @@ class SwinBOBWidget(ScriptedLoadableModuleWidget):
         self.observations.removeObservers()
 
     def enter(self):
-        self.initializeParameterNode()
+        if self.panel is not None:
+            self.initializeParameterNode()
 
     def exit(self):
-        self.setParameterNode(None)
+        if self.panel is not None:
+            self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event):
         self.setParameterNode(None)
+        self.panel.result = None
 
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:
@@ -99,7 +128,7 @@ class SwinBOBWidget(ScriptedLoadableModuleWidget):
 
         parameters = wrapParameterNode(self.logic.getParameterNode())
         if parameters.inputVolume is None:
-            parameters.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            parameters.inputVolume = self.logic.defaultInputVolume()
         self.setParameterNode(parameters)
 
     def setParameterNode(self, parameters):
@@ -146,8 +175,10 @@ class SwinBOBLogic(ScriptedLoadableModuleLogic, _logic.SwinBOBLogic):
 
 
 class SwinBOBTest(ScriptedLoadableModuleTest):
-    """Self-test run inside Slicer (Developer mode > Reload and Test); the bodies are shared with
-    the pytest suite (SwinBOBModule/selftests.py) and run here on a synthetic phantom."""
+    """Self-test run inside Slicer (Developer mode > Reload and Test, or ctest: the CMakeLists
+    registers it with slicer_add_python_unittest). The Logic bodies are shared with the pytest suite
+    (SwinBOBModule/selftests.py) and run on a synthetic phantom; :meth:`test_panel` drives the real
+    widget."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -156,6 +187,8 @@ class SwinBOBTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_color_table()
         self.test_segmentation_workflow()
+        self.setUp()
+        self.test_panel()
 
     def test_color_table(self):
         node = SwinBOBLogic().ukbobColorTableNode()
@@ -188,3 +221,20 @@ class SwinBOBTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Segmenting in a background process")
         selftests.check_background_run(ctx)
         self.delayDisplay("Test passed")
+
+    def test_panel(self):
+        """The real panel: select a volume, Segment (bundled model), wait, check the nodes, then
+        Cancel a second run and check that its processes and working folder are gone."""
+        from SwinBOBModule import selftests
+
+        slicer.util.selectModule("SwinBOB")
+        widget = slicer.modules.swinbob.widgetRepresentation().self()
+        self.assertIsNotNone(widget.panel, versionProblem())
+        volume = selftests.load_sample_volume(slicer.mrmlScene)
+        if volume is None:  # an installed extension has no Testing/Data
+            volume = selftests.phantom_volume(slicer.mrmlScene)[0]
+        self.delayDisplay(f"Panel: Segment {volume.GetName()} with the bundled model")
+        selftests.check_panel_segments(widget.panel, volume)
+        self.delayDisplay("Panel: Cancel a second run")
+        selftests.check_panel_cancels(widget.panel)
+        self.delayDisplay("Panel test passed")

@@ -71,7 +71,7 @@ def evaluate_case(case: Case, model, metadata, mode: str, dataset_scheme: str, e
                   config: InferenceConfig, etta_config: EttaConfig) -> list[dict]:
     """Segment one case in ``mode`` and score it; one row per evaluated structure."""
     image = io.load_image(list(case.images) if len(case.images) > 1 else case.images[0])
-    reference = io.load_labelmap(case.label, scheme=dataset_scheme)
+    reference = reference_on_image_grid(io.load_labelmap(case.label, scheme=dataset_scheme), image, case)
     started = time.perf_counter()
     options = {**config.to_dict(), **MODES[mode]}
     result = segment_image(image, model, metadata, InferenceConfig(**options), etta_config)
@@ -88,8 +88,31 @@ def evaluate_case(case: Case, model, metadata, mode: str, dataset_scheme: str, e
             for r in rows]
 
 
+def reference_on_image_grid(reference: io.Image, image: io.Image, case: Case) -> io.Image:
+    """The reference label map on the image's voxel grid, or ValueError naming the case.
+
+    A reference stored in another voxel order (e.g. RAS beside an LPS image) is reoriented exactly
+    (flips and permutations, no interpolation); any other difference (a shift, another spacing or
+    shape) is refused, as ``train`` refuses it, instead of being scored voxel for voxel.
+    """
+    if io.grid_difference(reference, image) is None:
+        return reference
+    if reference.orientation != image.orientation:
+        moved, _ = io.reorient(reference, image.orientation)
+        if io.grid_difference(moved, image) is None:
+            return moved
+    raise ValueError(f"case {case.case_id}: the reference {case.label} is not on the grid of its image "
+                     f"{case.images[0]} ({io.grid_difference(reference, image)}); resample it onto the image's "
+                     "grid first")
+
+
 def summarize(rows: Sequence[dict], modes: Sequence[str]) -> tuple[list[dict], list[dict]]:
-    """Per-mode summary rows (table 6 layout) and per-(mode, structure) rows with bootstrap CIs."""
+    """Per-mode summary rows (table 6 layout) and per-(mode, structure) rows with bootstrap CIs.
+
+    Per mode: means over cases of each case's mean over its structures, the Dice CI a bootstrap of
+    those case means. Per structure: the CI is a bootstrap of that structure's values across cases
+    (one row per case). One case gives NaN bounds (no CI).
+    """
     per_class, per_mode = [], []
     for mode in modes:
         mine = [r for r in rows if r["mode"] == mode]
@@ -102,12 +125,27 @@ def summarize(rows: Sequence[dict], modes: Sequence[str]) -> tuple[list[dict], l
                               "hd95_low": hd95[1], "hd95_high": hd95[2],
                               "nsd": float(np.mean([r["nsd"] for r in sub]))})
         case_times = {r["case"]: r["seconds"] for r in mine}
-        dice = metrics.bootstrap_ci([r["dice"] for r in mine])
+        means = case_means(mine)  # the CI resamples cases, not pooled (case, structure) rows
+        dice = metrics.bootstrap_ci([m["dice"] for m in means])
         per_mode.append({"mode": mode, "dice": dice[0], "dice_low": dice[1], "dice_high": dice[2],
-                         "hd_mm": _mean(r["hd_mm"] for r in mine), "hd95_mm": _mean(r["hd95_mm"] for r in mine),
-                         "nsd": _mean(r["nsd"] for r in mine), "cases": len(case_times),
+                         "hd_mm": _mean(m["hd_mm"] for m in means), "hd95_mm": _mean(m["hd95_mm"] for m in means),
+                         "nsd": _mean(m["nsd"] for m in means), "cases": len(case_times),
                          "seconds_per_case": _mean(case_times.values())})
     return per_mode, per_class
+
+
+def case_means(rows: Sequence[dict]) -> list[dict]:
+    """One dict per case: the mean of ``dice``, ``hd_mm``, ``hd95_mm`` and ``nsd`` over its structures."""
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    return [{key: _mean(r[key] for r in rows if r["case"] == case) for key in ("dice", "hd_mm", "hd95_mm", "nsd")}
+            for case in cases]
+
+
+def _ci(value: float, low: float, high: float) -> str:
+    """``mean (low-high)``, or ``mean (no CI: 1 case)`` when the bootstrap had a single case."""
+    if np.isnan(low):
+        return f"{value:.3f} (no CI: 1 case)"
+    return f"{value:.3f} ({low:.3f}-{high:.3f})"
 
 
 def _mean(values) -> float:
@@ -117,10 +155,12 @@ def _mean(values) -> float:
 
 def markdown_summary(per_mode: Sequence[dict], per_class: Sequence[dict], title: str) -> str:
     """The paper's table 6 layout (mean Dice and HD per mode) plus per-structure Dice per mode."""
-    lines = [f"# {title}", "", "| Mode | Dice (95% CI) | HD95 (mm) | HD (mm) | NSD | cases | s / case |",
+    lines = [f"# {title}", "", "Means over cases of each case's mean over its structures; the 95% CI is a "
+             "bootstrap over cases. A structure missed or hallucinated scores HD = HD95 = the image diagonal.",
+             "", "| Mode | Dice (95% CI) | HD95 (mm) | HD (mm) | NSD | cases | s / case |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in per_mode:
-        lines.append(f"| {r['mode']} | {r['dice']:.3f} ({r['dice_low']:.3f}-{r['dice_high']:.3f}) | "
+        lines.append(f"| {r['mode']} | {_ci(r['dice'], r['dice_low'], r['dice_high'])} | "
                      f"{r['hd95_mm']:.2f} | {r['hd_mm']:.2f} | {r['nsd']:.3f} | {r['cases']} | "
                      f"{r['seconds_per_case']:.1f} |")
     modes = [r["mode"] for r in per_mode]
@@ -137,11 +177,15 @@ def markdown_summary(per_mode: Sequence[dict], per_class: Sequence[dict], title:
 def run_benchmark(dataset_path, checkpoint, outdir, modes=("plain",), split: str = "all",
                   eval_scheme: str | None = None, config: InferenceConfig | None = None,
                   etta_config: EttaConfig | None = None, limit: int | None = None,
-                  progress_file=None, stop: StopFlag | None = None, roi_size: int | None = None) -> dict:
+                  progress_file=None, stop: StopFlag | None = None, roi_size: int | None = None,
+                  progress_bar: bool = False) -> dict:
     """Evaluate ``checkpoint`` on a dataset in each mode and write the tables into ``outdir``.
 
     Returns the summary (also ``summary.json``); ``status`` is "stopped" when SIGINT/SIGTERM or
-    ``stop`` ended the run early (the tables then hold the cases finished so far).
+    ``stop`` ended the run early (the tables then hold the cases finished so far and the summary
+    says "partial"). A case that cannot be read or scored is reported (stderr, a ``case_error``
+    event, ``failed`` in the summary) and the run goes on. ``progress_bar`` shows a bar per
+    case and mode with the time left.
     """
     modes = parse_modes(modes)
     outdir = Path(outdir)
@@ -153,45 +197,97 @@ def run_benchmark(dataset_path, checkpoint, outdir, modes=("plain",), split: str
         raise ValueError(f"the model's scheme '{metadata.scheme}' shares no structure with '{eval_scheme}'")
     cases = benchmark_cases(dataset, split)[: limit or None]
     config = config or InferenceConfig()
-    rows, status = [], "done"
+    rows, status, failed = [], "done", []
     with ProgressWriter(progress_file if progress_file is not None else outdir / "progress.jsonl") as events, \
-            (stop or StopFlag()) as flag:
+            (stop if stop is not None else StopFlag()) as flag, \
+            _progress_bar(progress_bar, len(cases) * len(modes)) as bar:
         events.emit("start", cases=len(cases), modes=modes, eval_scheme=eval_scheme)
+        _announce_costs(modes, config, etta_config or EttaConfig(), progress_bar)
         for index, case in enumerate(cases):
             for mode in modes:
                 if flag:
                     status = "stopped"
                     break
-                rows += evaluate_case(case, model, metadata, mode, dataset.scheme, eval_scheme, config,
-                                      etta_config or EttaConfig())
+                bar.set_description(f"{case.case_id} {mode}")
+                try:
+                    rows += evaluate_case(case, model, metadata, mode, dataset.scheme, eval_scheme, config,
+                                          etta_config or EttaConfig())
+                except (ValueError, OSError, MemoryError) as error:
+                    failed.append(_report_failure(case, mode, error, events, bar))
+                    bar.update(len(modes) - modes.index(mode))
+                    break  # the case's other modes would fail the same way
+                bar.update(1)
                 events.emit("progress", case=case.case_id, mode=mode, done=index + 1, total=len(cases))
             if status == "stopped":
                 break
-        summary = _write_outputs(outdir, rows, modes, dataset, checkpoint, eval_scheme, status)
+        summary = _write_outputs(outdir, rows, modes, dataset, checkpoint, eval_scheme, status,
+                                 failed=failed, planned=len(cases))
         events.emit(status, **{k: v for k, v in summary.items() if k != "modes"})
     return summary
 
 
-def _write_outputs(outdir: Path, rows, modes, dataset, checkpoint, eval_scheme: str, status: str) -> dict:
+def _progress_bar(enabled: bool, total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="run", disable=not enabled, dynamic_ncols=True,
+                bar_format="{desc}{n_fmt}/{total_fmt} case-modes [{elapsed}<{remaining}] {bar}")
+
+
+def _announce_costs(modes, config: InferenceConfig, etta_config: EttaConfig, enabled: bool) -> None:
+    """Say before the first case what TTA and ETTA cost, so a long run is not a surprise."""
+    import sys
+
+    if not enabled:
+        return
+    if any(MODES[m].get("tta") for m in modes) and config.tta_flips > 1:
+        print(f"note: TTA runs every window {config.tta_flips} times (--tta-flips {config.tta_flips}): each "
+              f"tta case takes about {config.tta_flips}x the plain time", file=sys.stderr)
+    if any(MODES[m].get("etta") for m in modes):
+        print(f"note: ETTA adds {etta_config.steps} adaptation step(s) on {etta_config.patches} patch(es) "
+              "before each etta case's inference", file=sys.stderr)
+
+
+def _report_failure(case: Case, mode: str, error: BaseException, events, bar) -> dict:
+    import sys
+
+    message = str(error) or type(error).__name__
+    events.emit("case_error", case=case.case_id, mode=mode, message=message)
+    bar.write(f"{case.case_id}: error: {message} (skipped; the other cases go on)", file=sys.stderr)
+    return {"case": case.case_id, "mode": mode, "error": message}
+
+
+def _write_outputs(outdir: Path, rows, modes, dataset, checkpoint, eval_scheme: str, status: str,
+                   failed=(), planned: int | None = None) -> dict:
     per_mode, per_class = summarize(rows, modes)
     io.write_csv_atomic(outdir / "per_case.csv", rows, CASE_COLUMNS, ".6g")
     io.write_csv_atomic(outdir / "per_class.csv", per_class, CLASS_COLUMNS, ".6g")
+    finished = len({r["case"] for r in rows})
     title = f"{Path(str(checkpoint)).name} on {dataset.name} ({eval_scheme} structures)"
+    if status == "stopped":
+        title = f"PARTIAL: stopped after {finished} of {planned} case(s). {title}"
+    if failed:
+        title += f"; {len(failed)} case(s) failed: {', '.join(f['case'] for f in failed)}"
     io.write_text_atomic(outdir / "summary.md", markdown_summary(per_mode, per_class, title))
-    summary = {"status": status, "dataset": str(dataset.source), "checkpoint": str(checkpoint),
-               "eval_scheme": eval_scheme, "cases": len({r["case"] for r in rows}), "modes": per_mode}
-    io.write_text_atomic(outdir / "summary.json", json.dumps(summary, indent=2))
+    summary = {"status": status, "partial": status == "stopped", "dataset": str(dataset.source),
+               "checkpoint": str(checkpoint), "eval_scheme": eval_scheme, "cases": finished,
+               "cases_planned": planned, "failed": list(failed), "modes": per_mode}
+    io.write_text_atomic(outdir / "summary.json", json.dumps(_json_safe(summary), indent=2, allow_nan=False))
     return summary
 
 
 def cmd_benchmark(args) -> int:
+    from .inference import check_roi_size
+
+    check_roi_size(args.roi_size)
     config = InferenceConfig(device=args.device, fast=args.fast, overlap=args.overlap, tta_flips=args.tta_flips,
                              progress=False)
     summary = run_benchmark(args.dataset, args.checkpoint, args.output, args.modes, args.split, args.eval_scheme,
                             config, EttaConfig(steps=args.etta_steps, lr=args.etta_lr), args.limit,
-                            args.progress_json, roi_size=args.roi_size)
+                            args.progress_json, roi_size=args.roi_size, progress_bar=not args.quiet)
     print((Path(args.output) / "summary.md").read_text(encoding="utf-8"))
-    return 0 if summary["status"] == "done" else 130
+    if summary["status"] != "done":
+        return 130
+    return 1 if summary["failed"] else 0
 
 
 def register(subparsers) -> None:
@@ -207,13 +303,30 @@ def register(subparsers) -> None:
     p.add_argument("--split", default="all", choices=("all", "train", "val", "test"),
                    help="cases to evaluate (default all labelled cases)")
     p.add_argument("--eval-scheme", help="score in this scheme, e.g. zeroshot10 (default: the dataset's)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (default), cuda, cuda:N, mps or cpu")
     p.add_argument("--roi-size", type=int, help="sliding-window edge (default: checkpoint's)")
-    p.add_argument("--overlap", type=float, default=0.25)
-    p.add_argument("--fast", action="store_true")
-    p.add_argument("--tta-flips", type=int, default=8, choices=(1, 4, 8))
-    p.add_argument("--etta-steps", type=int, default=EttaConfig.steps)
-    p.add_argument("--etta-lr", type=float, default=EttaConfig.lr)
+    p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap, 0..1 (default %(default)s)")
+    p.add_argument("--fast", action="store_true", help="coarser grid (>= 3 mm) and no window overlap")
+    p.add_argument("--tta-flips", type=int, default=8, choices=(1, 4, 8),
+                   help="flip combinations of the tta modes: each window runs this many times (default %(default)s)")
+    p.add_argument("--etta-steps", type=int, default=EttaConfig.steps,
+                   help="ETTA gradient steps per scan (default %(default)s)")
+    p.add_argument("--etta-lr", type=float, default=EttaConfig.lr,
+                   help="ETTA Adam learning rate (default %(default)s)")
     p.add_argument("--limit", type=int, help="evaluate at most N cases")
     p.add_argument("--progress-json", metavar="PATH", help="JSON-lines progress ('-' for stdout)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_benchmark)
+
+
+def _json_safe(value):
+    """NaN and infinities (e.g. the CI of a one-case table) as null: strict JSON for other programs."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    return value

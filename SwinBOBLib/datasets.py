@@ -83,14 +83,15 @@ def _stem(path: Path) -> str:
 
 
 def _case(image, label, root, source, allow_outside, subject=None, split=None, case_id=None) -> Case:
-    entries = image if isinstance(image, (list, tuple)) else [image]
-    if not entries or any(not isinstance(e, str) or not e.strip() for e in entries):
+    """A case; ``image`` None (or empty) with a ``label`` is a label-map-only case (synthesis training)."""
+    entries = [] if image in (None, "", []) and label else image if isinstance(image, (list, tuple)) else [image]
+    if any(not isinstance(e, str) or not e.strip() for e in entries) or not (entries or label):
         raise DatasetError(f"{source}: image entry {image!r} must be a path or a list of paths")
     images = tuple(_resolve(e, root, source, allow_outside) for e in entries)
     label_path = _resolve(label, root, source, allow_outside) if label else None
     if split is not None and split not in SPLITS:
-        raise DatasetError(f"{source}: split '{split}' of {entries[0]} must be one of {', '.join(SPLITS)}")
-    case_id = case_id or _stem(images[0])
+        raise DatasetError(f"{source}: split '{split}' of {(entries or [label])[0]} must be one of {', '.join(SPLITS)}")
+    case_id = case_id or _stem(images[0] if images else label_path)
     return Case(case_id, images, label_path, subject or case_id, split)
 
 
@@ -104,6 +105,10 @@ def detect_scheme(label_names: Mapping[int, str], source: str = "dataset") -> st
         DatasetError: no scheme (or more than one) matches; the message says how to state it.
     """
     names = {int(i): n for i, n in label_names.items() if int(i) != 0 and n != "unused"}
+    if not names:
+        raise DatasetError(f"{source}: its 'labels' table names no structure, so the label scheme cannot be "
+                           "told from it; add \"scheme\": NAME to the file or pass --scheme (one of "
+                           f"{', '.join(label_schemes.available_schemes())})")
     matches, exact = [], []
     for scheme_name in label_schemes.available_schemes():
         scheme = label_schemes.get_scheme(scheme_name)
@@ -143,18 +148,34 @@ def load_decathlon(path: str | os.PathLike, scheme: str | None = None, allow_out
         for entry in data.get(key, []) or []:
             if isinstance(entry, str):
                 entry = {"image": entry}
-            if not isinstance(entry, dict) or "image" not in entry:
+            if not isinstance(entry, dict) or not ("image" in entry or (key != "test" and entry.get("label"))):
                 raise DatasetError(f"{source}: entry {entry!r} of '{key}' has no 'image'")
             if key != "test" and not entry.get("label"):
                 raise DatasetError(f"{source}: entry {entry['image']!r} of '{key}' has no 'label'")
-            cases.append(_case(entry["image"], entry.get("label"), root, source, allow_outside,
+            cases.append(_case(entry.get("image"), entry.get("label"), root, source, allow_outside,
                                entry.get("subject"), entry.get("split", split), entry.get("id")))
-    label_names = {int(k): str(v) for k, v in (data.get("labels") or {}).items()}
+    label_names = {_integer_key(k, "labels", source): str(v) for k, v in _table(data, "labels", source).items()}
     scheme = scheme or data.get("scheme") or detect_scheme(label_names, str(source))
     label_schemes.get_scheme(scheme)  # unknown scheme names fail here
-    modality = data.get("modality") or {}
-    channels = tuple(str(modality[k]) for k in sorted(modality, key=int)) if modality else None
+    modality = {_integer_key(k, "modality", source): v for k, v in _table(data, "modality", source).items()}
+    channels = tuple(str(modality[k]) for k in sorted(modality)) if modality else None
     return _finish(Dataset(source, cases, scheme, channels, str(data.get("name", source.parent.name)), label_names))
+
+
+def _table(data: dict, key: str, source: Path) -> dict:
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise DatasetError(f"{source}: '{key}' must be an object such as {{\"0\": \"background\"}}, got {value!r:.60}")
+    return value
+
+
+def _integer_key(key, table: str, source: Path) -> int:
+    """A ``labels``/``modality`` key as an integer; anything else names the file, the table and the key."""
+    try:
+        return int(key)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{source}: key {key!r} of '{table}' is not an integer (label value or channel "
+                           "index)") from None
 
 
 def load_csv(path: str | os.PathLike, scheme: str | None = None, allow_outside: bool = False) -> Dataset:
@@ -166,12 +187,13 @@ def load_csv(path: str | os.PathLike, scheme: str | None = None, allow_outside: 
             rows = list(csv.DictReader(handle))
     except OSError as error:
         raise DatasetError(f"{source}: cannot read the dataset file ({error})") from error
-    if not rows or "image" not in rows[0]:
-        raise DatasetError(f"{source}: expected a header with an 'image' column and at least one row")
+    if not rows or not ("image" in rows[0] or "label" in rows[0]):
+        raise DatasetError(f"{source}: expected a header with an 'image' (or, for label maps only, a "
+                           "'label') column and at least one row")
     cases = []
     for number, row in enumerate(rows, start=2):
         image = [p.strip() for p in (row.get("image") or "").split(";") if p.strip()]
-        if not image:
+        if not image and not (row.get("label") or "").strip():
             raise DatasetError(f"{source}: line {number} has an empty 'image' cell")
         cases.append(_case(image, (row.get("label") or "").strip() or None, source.parent, source,
                            allow_outside, (row.get("subject") or "").strip() or None,
@@ -193,9 +215,29 @@ def _finish(dataset: Dataset) -> Dataset:
     return dataset
 
 
+LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha")
+
+
+def load_label_folder(path: str | os.PathLike, scheme: str | None) -> Dataset:
+    """A folder of label maps only (no dataset.json): one label-map-only case per file, for training
+    with images rendered from the labels (``--synthesis labels``). ``scheme`` is required."""
+    folder = Path(path)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(LABEL_SUFFIXES))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no dataset.json and no label maps ({', '.join(LABEL_SUFFIXES)})")
+    if scheme is None:
+        raise DatasetError(f"{folder}: a folder of label maps needs its label scheme (--dataset-scheme)")
+    label_schemes.get_scheme(scheme)
+    cases = [Case(_stem(f), (), f.resolve(), _stem(f)) for f in files]
+    return _finish(Dataset(folder / "dataset.json", cases, scheme, None, folder.name))
+
+
 def load_dataset(path: str | os.PathLike, scheme: str | None = None, allow_outside: bool = False) -> Dataset:
-    """A dataset from a folder holding ``dataset.json``, a ``dataset.json`` file, or a CSV list."""
+    """A dataset from a folder holding ``dataset.json``, a ``dataset.json`` file, a CSV list, or a
+    folder of label maps only (:func:`load_label_folder`)."""
     path = Path(path)
+    if path.is_dir() and not (path / "dataset.json").exists():
+        return load_label_folder(path, scheme)
     if path.is_dir():
         path = path / "dataset.json"
     if not path.exists():

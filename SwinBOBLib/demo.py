@@ -28,13 +28,22 @@ SAMPLE_MR = SAMPLE_DIR / "example_mr_sm.nii.gz"
 SAMPLE_MR_LABELS = SAMPLE_DIR / "example_seg_mr.nii.gz"
 
 
+#: What the demo adds to ``segment``'s outputs (a rerun may replace them).
+DEMO_FILES = ("solf.csv", "reference_scores.csv", "demo.json")
+
+
 def solf_rows(labelmap: np.ndarray, spacing, bounds_path: Path) -> list[dict]:
-    """Per structure: the three SOLF features, which are out of the bounds, and the 2-of-3 verdict."""
+    """Per structure: the three SOLF features, which are out of the bounds, the 2-of-3 verdict, and
+    the cohort the verdict is against (``against``: e.g. "synthetic cohort, N=60")."""
     from .labels import get_scheme
     from .solf import flag, load_bounds, organ_features
 
     features = organ_features(labelmap, spacing=spacing)
-    flags = flag(features, load_bounds(bounds_path))
+    bounds = load_bounds(bounds_path)
+    flags = flag(features, bounds)
+    cohort = bounds.cohort or {}
+    against = (f"{'synthetic' if cohort.get('synthetic') else 'recorded' if cohort else 'unrecorded'} cohort, "
+               f"N={bounds.n_samples}")
     scheme = get_scheme("ukbob")
     rows = []
     for index, values in sorted(features.items()):
@@ -43,7 +52,7 @@ def solf_rows(labelmap: np.ndarray, spacing, bounds_path: Path) -> list[dict]:
                      "normalized_volume": values["normalized_volume"], "sphericity": values["sphericity"],
                      "eccentricity": values["eccentricity"],
                      "out_of_range": ";".join(verdict.get("out_of_range", [])),
-                     "inaccurate": bool(verdict.get("inaccurate", False))})
+                     "inaccurate": bool(verdict.get("inaccurate", False)), "against": against})
     return rows
 
 
@@ -73,17 +82,31 @@ def run_demo(output_dir: str | os.PathLike, image_path=SAMPLE_MR, labels_path=SA
             raise FileNotFoundError(f"{path}: demo sample missing (run from a full checkout of SwinBOB)")
     checkpoint = Path(checkpoint) if checkpoint else bundled(DEMO_MODEL, "demo model")
     bounds = Path(bounds) if bounds else bundled(DEFAULT_BOUNDS, "SOLF bounds")
+    from . import io
+    from .segment import foreign_files
+
+    io.check_writable(out)  # before minutes of inference, not after
+    found = foreign_files(out, [Path(image_path)], DEMO_FILES)
+    if found:  # the demo replaces its own earlier output, never a user's files
+        raise FileExistsError(f"{out}: holds files the demo did not write ({', '.join(found[:3])}); choose "
+                              "another folder with -o")
     model, metadata, info = load_model_for_cli(str(checkpoint), None)
     config = InferenceConfig(device=device, etta=True, progress=True)
-    report = segment_file(Path(image_path), out, model, metadata, config, EttaConfig(), info)
-    from . import io
+    report = segment_file(Path(image_path), out, model, metadata, config, EttaConfig(), info,
+                          extra_outputs=DEMO_FILES)
 
     predicted = io.load_labelmap(out / "labels.nii.gz")
     solf = solf_rows(predicted.array, predicted.spacing, bounds)
+    from .solf import load_bounds
+    from .solf.bounds import geometry_warnings
+
+    loaded_bounds = load_bounds(bounds)
+    bounds_notes = geometry_warnings(loaded_bounds, predicted.spacing, predicted.spatial_shape)
     write_csv_atomic(out / "solf.csv", solf, list(solf[0]) if solf else ["index"], ".6g")
     scores = reference_scores(predicted.array, Path(labels_path), labels_scheme, predicted.spacing)
     write_csv_atomic(out / "reference_scores.csv", scores, ["structure", "dice", "hd95_mm"], ".6g")
-    summary = {"input": str(image_path), "checkpoint": str(checkpoint), "bounds": str(bounds),
+    summary = {"input": str(image_path), "checkpoint": str(checkpoint), "model": report["model"],
+               "bounds": str(bounds), "bounds_cohort": loaded_bounds.cohort, "solf_warnings": bounds_notes,
                "device": report["device"], "entropy": report["entropy"], "timings": report["timings"],
                "structures": len(solf), "flagged_by_solf": [r["name"] for r in solf if r["inaccurate"]],
                "mean_dice_vs_reference": float(np.mean([s["dice"] for s in scores])) if scores else None,
@@ -98,10 +121,19 @@ def cmd_demo(args) -> int:
     summary = run_demo(args.output, checkpoint=args.checkpoint, bounds=args.bounds, device=args.device)
     entropy = summary["entropy"]
     print(f"input       {summary['input']}")
-    print(f"model       {summary['checkpoint']} on {summary['device']}")
-    print(f"entropy     mean {entropy['mean']:.3f}; ETTA {entropy['etta_before']:.3f} -> {entropy['etta_after']:.3f}")
+    model = summary["model"]
+    print(f"model       {model['name']} on {summary['device']} ({summary['checkpoint']})")
+    print(f"            {'DEMO MODEL: ' if model.get('demo') else ''}{model['description']}")
+    adapted = (f"ETTA {entropy['etta_before']:.3f} -> {entropy['etta_after']:.3f}"
+               if entropy.get("etta_before") is not None else "ETTA skipped (see report.json warnings)")
+    print(f"entropy     mean {entropy['mean']:.3f}; {adapted}")
+    cohort = summary.get("bounds_cohort") or {}
     print(f"structures  {summary['structures']} segmented; SOLF flags {len(summary['flagged_by_solf'])}: "
           f"{', '.join(summary['flagged_by_solf'][:8]) or 'none'}")
+    print(f"SOLF bounds {cohort.get('description') or 'cohort not recorded'}"
+          f"{' (SYNTHETIC cohort)' if cohort.get('synthetic') else ''}")
+    for note in summary.get("solf_warnings", []):
+        print(f"            warning: {note}")
     if summary["mean_dice_vs_reference"] is not None:
         print(f"reference   mean Dice {summary['mean_dice_vs_reference']:.3f} against the sample's "
               "TotalSegmentator labels (shared structures; see reference_scores.csv)")

@@ -2,23 +2,33 @@
 
     probs = torch.softmax(model(x), 1)
     h = entropy_map(probs)                               # (B, *spatial), in [0, 1]
-    adapted, stats = adapt(model, image, steps=3, lr=1e-3, roi_size=96)
-    stats["entropy_before"], stats["entropy_after"]
+    adapted, stats = adapt(model, image, roi_size=96)    # image (1, C, D, H, W)
+    stats["entropy_before"], stats["entropy_after"]      # whole-scan means, no padding
 
-Only normalisation-layer affine parameters are updated (eq. 3): LayerNorm, GroupNorm,
-InstanceNorm with affine parameters and BatchNorm. BatchNorm layers also switch to the test
-statistics, as Algorithm 1's UPDATEBNSTATISTICS does: their running statistics are reset and
-re-estimated (cumulative average) on the adaptation batches, and the adapted model's final,
-eval-mode pass uses them. Adaptation is episodic: :func:`adapt` works on a deep copy, so every scan
-starts from the loaded weights and the caller's model is never modified.
+The procedure, per scan (episodic: :func:`adapt` works on a deep copy, so every scan starts from
+the loaded weights and the caller's model is never modified):
+
+1. **First pass**: the unadapted model predicts the whole scan (sliding window). Its mean entropy
+   over every voxel of the scan is ``entropy_before`` (window padding never counts; background
+   voxels inside the scan do, as in eq. 2's mean over the sample's N voxels). The same pass
+   collects the inputs' statistics of every BatchNorm layer, which then replace the training
+   statistics (Algorithm 1's UPDATEBNSTATISTICS on the test sample; networks without BatchNorm,
+   such as Swin-UNETR, skip this).
+2. **Adaptation**: the ``patches`` windows with the highest mean entropy *in the first pass's
+   entropy map* (no extra forward pass to choose them) are adapted on for ``steps`` gradient
+   steps. The loss is eq. 2 over the patches' voxels inside the scan (padding excluded). Only
+   normalisation-layer affine parameters change (eq. 3): LayerNorm, GroupNorm, InstanceNorm with
+   affine parameters and BatchNorm; BatchNorm keeps the scan's statistics of step 1.
+3. **Second pass**: the adapted model predicts the whole scan; its mean entropy is
+   ``entropy_after``, and its probabilities are the segmentation (:func:`adapt_and_predict` hands
+   them back, so inference does not run a third pass).
+
+Cost: two sliding-window passes plus ``steps x patches`` forward/backward passes of one window.
 
 Unlike TENT's reference code (BatchNorm2d only), this finds the normalisation layers of a 3D
 Swin-UNETR; a model with none (e.g. a network without normalisation) is refused, instead of
-silently adapting nothing.
-
-Each step adapts on a bounded patch budget: the highest-entropy foreground patches of ``roi_size``,
-chosen once among the most-foreground candidate windows. Augmentation TTA (flip averaging, the
-paper's baseline [80]) is :func:`flip_tta`.
+silently adapting nothing. Augmentation TTA (flip averaging, the paper's baseline [80]) is
+:func:`flip_tta`.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import copy
 import itertools
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
@@ -44,17 +55,16 @@ _EPS = 1e-8
 class EttaConfig:
     """ETTA options; the CLI and the Slicer module map onto these."""
 
-    steps: int = 3  # gradient steps; a few suffice for normalisation parameters (TENT: 1 per batch)
-    lr: float = 1e-3  # TENT's Adam learning rate for normalisation parameters
+    steps: int = 1  # gradient steps (>= 1); one Adam step moves each parameter by about lr
+    lr: float = 3e-3  # Adam learning rate for normalisation parameters (TENT: 1e-3 per batch)
     optimizer: str = "adam"  # "adam" (TENT's choice) or "sgd" (momentum 0.9)
-    patches: int = 2  # patch budget per step: the highest-entropy foreground patches
-    candidates: int = 4  # foreground windows scored by entropy (one forward each) to choose the patches
-    foreground_threshold: float = 0.05  # normalised intensity above which a voxel is body
-    entropy_before: str = "patches"  # "patches": measured on the chosen patches (cheap), "scan": whole scan
-    sw_batch_size: int = 2  # patches per no-grad forward pass (scoring, measuring)
+    patches: int = 1  # windows adapted on per step: the highest-entropy ones of the first pass
+    candidates: int | None = None  # deprecated and ignored: every window is scored by the first pass
+    sw_batch_size: int = 2  # windows per no-grad forward pass of the whole-scan passes
     step_batch_size: int = 1  # patches per backward pass; gradients accumulate, 1 bounds GPU memory
-    overlap: float = 0.25  # sliding-window overlap of whole-scan entropy passes
-    seed: int = 0  # seeds the tie-breaking of candidate windows
+    overlap: float = 0.25  # sliding-window overlap of the whole-scan passes adapt() runs itself
+    seed: int = 0  # seeds the tie-breaking between windows of equal entropy
+    activation: str = "softmax"  # the model's head: "sigmoid" regions use the mean binary entropy (heads)
 
 
 # ----------------------------------------------------------------------------- entropy
@@ -82,10 +92,39 @@ def entropy_map(probs: torch.Tensor, eps: float = _EPS) -> torch.Tensor:
     return h.clamp_(0.0, 1.0)
 
 
-def entropy_loss(logits: torch.Tensor) -> torch.Tensor:
-    """Eq. 2 divided by log(C): mean normalised entropy of ``softmax(logits)``, ``(B, C, ...)``."""
-    log_p = torch.log_softmax(logits.float(), dim=1)
-    return -(log_p.exp() * log_p).sum(dim=1).mean() / math.log(logits.shape[1])
+def entropy_loss(logits: torch.Tensor, valid: torch.Tensor | None = None, activation: str = "softmax") -> torch.Tensor:
+    """Eq. 2 divided by log(C): mean normalised entropy of ``softmax(logits)``, ``(B, C, *spatial)``.
+
+    ``valid`` (``(B, *spatial)`` bool or 0/1) restricts the mean to those voxels (padding excluded).
+    ``activation="sigmoid"`` (region heads): the mean binary entropy of the channels instead.
+    """
+    from .heads import logit_entropy
+
+    h = logit_entropy(logits, activation)
+    if valid is None:
+        return h.mean()
+    valid = valid.to(h.dtype)
+    return (h * valid).sum() / valid.sum().clamp(min=1)
+
+
+def mean_entropy(probs: torch.Tensor, slab: int = 16, activation: str = "softmax") -> float:
+    """Mean normalised entropy over every voxel of ``probs`` ``(1, K, *spatial)``, computed in slabs
+    along the last axis so a whole-body scan never needs a float32 copy of all its channels."""
+    from .heads import entropy
+
+    total, depth = 0.0, probs.shape[-1]
+    for z0 in range(0, depth, slab):
+        total += float(entropy(probs[..., z0:z0 + slab], activation).double().sum())
+    return total / (probs[0, 0].numel())
+
+
+def entropy_volume(probs: torch.Tensor, slab: int = 16, activation: str = "softmax") -> torch.Tensor:
+    """``(*spatial)`` float32 CPU entropy map of ``probs`` ``(1, K, *spatial)``, slab by slab
+    (``activation`` as in :func:`heads.entropy`)."""
+    from .heads import entropy
+
+    parts = [entropy(probs[..., z0:z0 + slab], activation)[0].cpu() for z0 in range(0, probs.shape[-1], slab)]
+    return torch.cat(parts, dim=-1)
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -109,23 +148,66 @@ def adaptable_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 def configure_model(model: nn.Module) -> nn.Module:
-    """Freeze everything but the normalisation affine parameters; BatchNorm uses test statistics.
+    """Freeze everything but the normalisation affine parameters; eval mode everywhere.
 
-    Modifies ``model`` in place (call it on a copy) and returns it: eval mode everywhere (no
-    dropout), BatchNorm layers in train mode with reset running statistics accumulated as a
-    cumulative average, so they end up holding the test scan's statistics (Algorithm 1).
+    Modifies ``model`` in place (call it on a copy) and returns it. BatchNorm layers stay in eval
+    mode: they normalise with the statistics :class:`BatchNormStatistics` measured on the scan, so
+    the adaptation steps and the final pass see the same normalisation.
     """
     model.eval()
     model.requires_grad_(False)
     for p in adaptable_parameters(model):
         p.requires_grad_(True)
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.train()
-            if module.track_running_stats:
-                module.reset_running_stats()
-                module.momentum = None
     return model
+
+
+class BatchNormStatistics:
+    """Collects the per-channel mean and variance of every BatchNorm layer's input during a pass
+    (forward pre-hooks; the layers keep normalising with their stored statistics meanwhile), then
+    :meth:`apply` writes them as the layers' running statistics: UPDATEBNSTATISTICS of Algorithm 1
+    over the whole test scan, at no extra forward pass.
+
+    Each layer's statistics are those of its input under the unadapted network in eval mode (one
+    pass), not of a second pass in train mode where upstream layers already use the new ones.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.layers = [m for m in model.modules()
+                       if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        self._sums = {id(m): [0.0, 0.0, 0] for m in self.layers}
+        self._handles = []
+
+    def __enter__(self) -> "BatchNormStatistics":
+        self._handles = [m.register_forward_pre_hook(self._hook) for m in self.layers]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+    def _hook(self, module, inputs) -> None:
+        x = inputs[0].detach().double()
+        dims = [d for d in range(x.ndim) if d != 1]
+        entry = self._sums[id(module)]
+        entry[0] = entry[0] + x.sum(dims).cpu().numpy()
+        entry[1] = entry[1] + (x * x).sum(dims).cpu().numpy()
+        entry[2] += x.numel() // x.shape[1]
+
+    def apply(self) -> int:
+        """Replace the running statistics of every layer that saw data; returns how many did."""
+        done = 0
+        for module in self.layers:
+            first, second, count = self._sums[id(module)]
+            if count == 0:
+                continue
+            mean = first / count
+            var = second / count - mean * mean
+            if count > 1:
+                var = var * count / (count - 1)  # unbiased, as BatchNorm's running_var
+            module.running_mean.copy_(torch.as_tensor(mean, dtype=module.running_mean.dtype))
+            module.running_var.copy_(torch.as_tensor(var.clip(min=0), dtype=module.running_var.dtype))
+            done += 1
+        return done
 
 
 def _optimizer(params, config: EttaConfig) -> torch.optim.Optimizer:
@@ -172,14 +254,31 @@ def _crop(image: torch.Tensor, start, roi) -> torch.Tensor:
     return patch
 
 
-def _forward(model: nn.Module, patches: torch.Tensor, batch: int) -> torch.Tensor:
-    """Logits of a stack of patches ``(N, C, *roi)``, ``batch`` at a time, under autocast on GPU."""
-    device = next(model.parameters()).device
-    outputs = []
-    for i in range(0, patches.shape[0], max(1, batch)):
-        with _autocast(device):
-            outputs.append(model(patches[i:i + batch].to(device)).float())
-    return torch.cat(outputs)
+def _valid_mask(shape: Sequence[int], start, roi) -> torch.Tensor:
+    """``(1, *roi)`` bool: True on the window's voxels that lie inside the scan (not padding)."""
+    mask = torch.zeros((1, *roi), dtype=torch.bool)
+    mask[(slice(None),) + tuple(slice(0, min(r, n - s)) for n, s, r in zip(shape, start, roi))] = True
+    return mask
+
+
+def choose_windows(entropy: torch.Tensor, roi: Sequence[int], count: int, seed: int = 0) -> list[tuple[int, ...]]:
+    """The ``count`` windows (stride roi/2) with the highest mean entropy over their in-scan voxels.
+
+    Args:
+        entropy: ``(D, H, W)`` entropy map of the whole scan (e.g. the first pass's).
+        roi: window shape in voxels.
+        count: how many windows.
+        seed: seeds the tie-breaking between windows of equal entropy.
+
+    Returns:
+        Start corners, highest entropy first.
+    """
+    starts = window_starts(entropy.shape, roi, [max(1, r // 2) for r in roi])
+    scores = torch.tensor([float(entropy[tuple(slice(s, s + r) for s, r in zip(start, roi))].mean())
+                           for start in starts])
+    jitter = torch.rand(len(starts), generator=torch.Generator().manual_seed(seed)) * 1e-9
+    order = torch.argsort(scores + jitter, descending=True)[:count]
+    return [starts[i] for i in order.tolist()]
 
 
 def _autocast(device: torch.device):
@@ -190,48 +289,30 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def select_patches(model: nn.Module, image: torch.Tensor, roi: Sequence[int],
-                   config: EttaConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Choose the adaptation patches: the highest-entropy foreground windows.
+def sliding_window_predictor(roi: Sequence[int], config: EttaConfig) -> Callable:
+    """``predict(model, image) -> probabilities (1, K, *spatial)`` by MONAI's Gaussian-blended
+    sliding window at ``config.overlap``: the whole-scan passes :func:`adapt` runs by default."""
+    from monai.inferers import sliding_window_inference
 
-    Windows tile the image (stride roi/2); the ``candidates`` with the most foreground (intensity
-    above ``foreground_threshold``) are scored by the model's mean entropy over their foreground
-    voxels, and the ``patches`` highest are kept.
+    from .heads import activate
 
-    Returns:
-        ``(patches (K, C, *roi), entropies (K,))``, the latter the mean normalised entropy of each
-        whole patch under the unadapted model.
-    """
-    starts = window_starts(image.shape[2:], roi, [max(1, r // 2) for r in roi])
-    foreground = (image[0] > config.foreground_threshold).any(dim=0)
-    fractions = torch.tensor([float(_crop(foreground[None, None].float(), s, roi).mean()) for s in starts])
-    generator = torch.Generator().manual_seed(config.seed)
-    jitter = torch.rand(len(starts), generator=generator) * 1e-6  # stable, seeded tie-breaking
-    order = torch.argsort(fractions + jitter, descending=True)[: max(config.candidates, config.patches)]
-    candidates = torch.cat([_crop(image, starts[i], roi) for i in order.tolist()])
-    masks = torch.cat([_crop(foreground[None, None].float(), starts[i], roi) for i in order.tolist()])
-    with torch.no_grad():
-        h = entropy_map(torch.softmax(_forward(model, candidates, config.sw_batch_size), 1)).cpu()
-    masks = masks[:, 0]
-    fg_entropy = (h * masks).flatten(1).sum(1) / masks.flatten(1).sum(1).clamp(min=1)
-    keep = torch.argsort(fg_entropy, descending=True)[: config.patches]
-    return candidates[keep], h[keep].flatten(1).mean(1)
+    def predict(model: nn.Module, image: torch.Tensor, stage: str = "") -> torch.Tensor:
+        device = next(model.parameters()).device
+
+        def window(patch):
+            with _autocast(device):
+                return activate(model(patch.to(device)), config.activation)
+
+        with torch.no_grad():
+            return sliding_window_inference(image, roi, config.sw_batch_size, window, overlap=config.overlap,
+                                            mode="gaussian", sw_device=device, device=image.device)
+
+    return predict
 
 
 def scan_entropy(model: nn.Module, image: torch.Tensor, roi: Sequence[int], config: EttaConfig) -> float:
     """Mean normalised entropy of a whole-scan sliding-window prediction, ``image`` ``(1, C, ...)``."""
-    from monai.inferers import sliding_window_inference
-
-    device = next(model.parameters()).device
-
-    def predict(patch):
-        with _autocast(device):
-            return torch.softmax(model(patch.to(device)).float(), 1)
-
-    with torch.no_grad():
-        probs = sliding_window_inference(image, roi, config.sw_batch_size, predict, overlap=config.overlap,
-                                         mode="gaussian", sw_device=device, device=image.device)
-    return float(entropy_map(probs).mean())
+    return mean_entropy(sliding_window_predictor(roi, config)(model, image), activation=config.activation)
 
 
 # ----------------------------------------------------------------------------- adaptation
@@ -253,21 +334,41 @@ def adapt(model: nn.Module, image: torch.Tensor, steps: int | None = None, lr: f
         model: the segmentation network (logits ``(B, K, D, H, W)``); never modified.
         image: the preprocessed scan ``(1, C, D, H, W)``, float, on any device (the adapted copy
             runs on ``model``'s device).
-        steps, lr: gradient steps and learning rate (override ``config``).
+        steps, lr: gradient steps (>= 1) and learning rate (override ``config``).
         roi_size: patch edge (int) or shape in voxels, as the network was trained (96 for Swin-BOB).
         config: the other options, see :class:`EttaConfig`.
         progress: called as ``progress(step, steps)`` after each step.
 
     Returns:
         ``(adapted_model, stats)``: the adapted copy in eval mode without gradients, and
-        ``{"entropy_before", "entropy_after"}`` (mean normalised entropy, on the adaptation
-        patches or the whole scan per ``config.entropy_before``) plus ``"entropy_measured_on"``,
-        ``"steps"``, ``"lr"``, ``"patches"``, ``"n_parameters"``, ``"losses"``, ``"time_s"``
+        ``stats`` with ``"entropy_before"`` / ``"entropy_after"``: mean normalised entropy over
+        every voxel of ``image`` (no padding; background voxels count) under the unadapted and
+        the adapted model, ``"patch_entropy_before"`` / ``"patch_entropy_after"`` (the same over
+        the adaptation patches' voxels), ``"entropy_measured_on"`` ("scan"), ``"windows"`` (start
+        corners of the patches), ``"batchnorm_layers"`` (layers whose statistics were re-estimated
+        on the scan), ``"steps"``, ``"lr"``, ``"patches"``, ``"n_parameters"``, ``"n_tensors"``,
+        ``"losses"``, ``"adaptation_s"`` (first pass and steps), ``"final_pass_s"``, ``"time_s"``
         and ``"config"``.
 
     Raises:
-        ValueError: bad image shape or values, bad options, or a model without normalisation
-            parameters to adapt.
+        ValueError: bad image shape or values, bad options (``steps`` < 1 included), or a model
+            without normalisation parameters to adapt.
+    """
+    adapted, stats, _ = adapt_and_predict(model, image, steps, lr, roi_size, config, progress)
+    return adapted, stats
+
+
+def adapt_and_predict(model: nn.Module, image: torch.Tensor, steps: int | None = None, lr: float | None = None,
+                      roi_size: int | Sequence[int] = 96, config: EttaConfig | None = None,
+                      progress: Callable[[int, int], None] | None = None,
+                      predict: Callable | None = None) -> tuple[nn.Module, dict, torch.Tensor]:
+    """:func:`adapt`, also returning the second pass's probabilities ``(1, K, *spatial)``: the
+    segmentation of the adapted model, so a caller needs no third pass.
+
+    ``predict(model, image, stage)`` (stage "before" or "after") runs a whole-scan pass and
+    returns probabilities on ``image``'s grid; default :func:`sliding_window_predictor`.
+    Inference passes its own, so both passes are exactly its final sliding window (overlap,
+    blending, flips, low-memory path).
     """
     config = copy.copy(config or EttaConfig())
     config.steps = config.steps if steps is None else int(steps)
@@ -279,62 +380,84 @@ def adapt(model: nn.Module, image: torch.Tensor, steps: int | None = None, lr: f
         raise ValueError(f"ETTA: {type(model).__name__} has no normalisation parameters to adapt "
                          "(no LayerNorm/GroupNorm/BatchNorm, no affine InstanceNorm); refusing to run "
                          "an adaptation that would change nothing. Build it with affine_norm=True.")
+    predict = predict or sliding_window_predictor(roi, config)
     with torch.inference_mode(False):  # normal tensors even when called from inference code
-        return _adapt(model, image.clone(), roi, config, progress)
+        return _adapt(model, image.clone(), roi, config, progress, predict)
 
 
-def _adapt(model, image, roi, config: EttaConfig, progress) -> tuple[nn.Module, dict]:
+def _adapt(model, image, roi, config: EttaConfig, progress, predict):
     started = time.perf_counter()
     adapted = copy.deepcopy(model).eval()
-    with torch.no_grad():  # "before" figures come from the unadapted copy in eval mode
-        patches, patch_entropy = select_patches(adapted, image, roi, config)
-        if config.entropy_before == "scan":
-            before = scan_entropy(adapted, image, roi, config)
-        else:
-            before = float(patch_entropy.mean())
+    with BatchNormStatistics(adapted) as batchnorm:  # the first pass also measures BN statistics
+        probs = predict(adapted, image, "before")
+    entropy = entropy_volume(probs, activation=config.activation)
+    del probs
+    windows = choose_windows(entropy, roi, config.patches, config.seed)
+    with torch.no_grad():
+        relearned = batchnorm.apply()
     configure_model(adapted)
     params = adaptable_parameters(adapted)
-    losses = _run_steps(adapted, patches, params, config, progress)
+    losses = _run_steps(adapted, image, windows, roi, params, config, progress)
     adapted.eval().requires_grad_(False)
-    if config.entropy_before == "scan":
-        after = scan_entropy(adapted, image, roi, config)
-    else:
-        with torch.no_grad():
-            after = float(entropy_map(torch.softmax(_forward(adapted, patches, config.sw_batch_size), 1)).mean())
-    stats = {"entropy_before": before, "entropy_after": after, "entropy_measured_on": config.entropy_before,
-             "steps": config.steps, "lr": config.lr, "patches": int(patches.shape[0]),
+    adapted_at = time.perf_counter()
+    probs = predict(adapted, image, "after")
+    entropy_after = entropy_volume(probs, activation=config.activation)
+    finished = time.perf_counter()
+    stats = {"entropy_before": float(entropy.double().mean()), "entropy_after": float(entropy_after.double().mean()),
+             "entropy_measured_on": "scan",
+             "patch_entropy_before": _patch_mean(entropy, windows, roi),
+             "patch_entropy_after": _patch_mean(entropy_after, windows, roi),
+             "windows": [list(w) for w in windows], "batchnorm_layers": relearned,
+             "steps": config.steps, "lr": config.lr, "patches": len(windows),
              "n_parameters": int(sum(p.numel() for p in params)), "n_tensors": len(params),
-             "losses": losses, "time_s": time.perf_counter() - started, "config": asdict(config)}
-    return adapted, stats
+             "losses": losses, "adaptation_s": adapted_at - started, "final_pass_s": finished - adapted_at,
+             "time_s": finished - started, "config": asdict(config)}
+    return adapted, stats, probs
+
+
+def _patch_mean(entropy: torch.Tensor, windows, roi) -> float:
+    """Mean of ``entropy`` over the in-scan voxels of the windows (overlaps counted once per window)."""
+    parts = [entropy[tuple(slice(s, s + r) for s, r in zip(start, roi))].flatten() for start in windows]
+    return float(torch.cat(parts).double().mean())
 
 
 def _check_config(config: EttaConfig) -> None:
-    if config.steps < 0:
-        raise ValueError(f"ETTA steps must be >= 0, got {config.steps}")
+    if config.steps < 1:
+        raise ValueError(f"ETTA steps must be >= 1, got {config.steps}; segment without ETTA for an "
+                         "unadapted result")
     if not config.lr > 0:
         raise ValueError(f"ETTA learning rate must be > 0, got {config.lr}")
     if config.step_batch_size < 1 or config.sw_batch_size < 1:
         raise ValueError(f"ETTA batch sizes must be >= 1, got {config.step_batch_size}, {config.sw_batch_size}")
     if config.patches < 1:
         raise ValueError(f"ETTA patch budget must be >= 1, got {config.patches}")
-    if config.entropy_before not in ("patches", "scan"):
-        raise ValueError(f"ETTA entropy_before must be 'patches' or 'scan', got '{config.entropy_before}'")
+    if not 0 <= config.overlap < 1:
+        raise ValueError(f"ETTA overlap must be in [0, 1), got {config.overlap}")
+    if config.candidates is not None:
+        warnings.warn("EttaConfig.candidates is deprecated and ignored: the first whole-scan pass scores "
+                      "every window", DeprecationWarning, stacklevel=4)
 
 
-def _run_steps(model: nn.Module, patches: torch.Tensor, params, config: EttaConfig, progress) -> list[float]:
-    """Entropy-minimisation steps on ``patches``; gradients enabled even under ``no_grad`` callers."""
+def _run_steps(model: nn.Module, image: torch.Tensor, windows, roi, params, config: EttaConfig,
+               progress) -> list[float]:
+    """Entropy-minimisation steps on the windows (eq. 2 over their in-scan voxels; gradients
+    enabled even under ``no_grad`` callers)."""
     optimizer = _optimizer(params, config)
     device = next(model.parameters()).device
+    patches = torch.cat([_crop(image, start, roi) for start in windows])
+    valid = torch.cat([_valid_mask(image.shape[2:], start, roi) for start in windows])
+    total_valid = float(valid.sum())
     losses = []
     with torch.enable_grad():
         for step in range(config.steps):
             optimizer.zero_grad(set_to_none=True)
             total = 0.0
             for i in range(0, patches.shape[0], config.step_batch_size):
-                chunk = patches[i:i + config.step_batch_size].to(device)
+                chunk, mask = patches[i:i + config.step_batch_size].to(device), valid[i:i + config.step_batch_size]
                 with _autocast(device):
                     logits = model(chunk)
-                loss = entropy_loss(logits) * chunk.shape[0] / patches.shape[0]
+                # the mean over every in-scan voxel of all patches, accumulated chunk by chunk
+                loss = entropy_loss(logits, mask.to(device), config.activation) * float(mask.sum()) / total_valid
                 loss.backward()
                 total += float(loss.detach())
             optimizer.step()

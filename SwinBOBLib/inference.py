@@ -8,7 +8,8 @@ Pipeline (each step a function below):
 
 1. :func:`select_contrasts` picks the channels the network was trained on.
 2. :func:`preprocess` reorients to RAS (exact flips/permutations, :func:`io.reorient`), normalises
-   intensities (MRI: percentile clip then [0, 1]; CT: a fixed window, only when asked), and
+   intensities as the checkpoint was trained (:func:`normalize_intensity`: percentile clip to
+   [0, 1], a CT window, a non-zero z-score), and
    resamples to the checkpoint's spacing with trilinear interpolation on a corner-aligned grid
    (first and last voxel centres stay put), so the way back is the exact inverse mapping.
 3. :func:`predict_probabilities` runs MONAI's sliding-window inference with Gaussian blending and
@@ -20,7 +21,8 @@ Pipeline (each step a function below):
    entropy normalised by log(C), and :func:`io.undo_reorientation` restores the input's voxel
    order and affine bit for bit.
 
-ETTA (:mod:`SwinBOBLib.etta`) adapts a copy of the model on the preprocessed scan before step 3.
+ETTA (:mod:`SwinBOBLib.etta`) adapts a copy of the model on the preprocessed scan; its second
+whole-scan pass (the adapted model, same sliding window) is step 3's prediction.
 """
 
 from __future__ import annotations
@@ -42,8 +44,17 @@ from .labels import channel_layout, get_scheme
 OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
 #: Fast mode resamples no finer than this (mm), like TotalSegmentator's --fast (3 mm).
 FAST_SPACING_MM = 3.0
+#: Largest sliding-window edge (voxels) accepted; a 512^3 window of the 48-feature model already
+#: needs far more than any current GPU.
+MAX_ROI_SIZE = 512
+#: Largest model grid (voxels) accepted: 2^30 voxels are ~4 GB per class of probabilities.
+MAX_MODEL_VOXELS = 2 ** 30
 #: Default CT window (Hounsfield units) mapped to [0, 1]: Swin-UNETR's BTCV soft-tissue window.
 CT_WINDOW_HU = (-175.0, 250.0)
+#: Sliding-window overlap when neither the options nor the checkpoint give one (MONAI's default).
+DEFAULT_OVERLAP = 0.25
+#: Intensity normalisations :func:`normalize_intensity` knows.
+INTENSITY_MODES = ("percentile", "ct_window", "zscore_nonzero", "zscore", "none")
 
 
 @dataclass
@@ -53,7 +64,7 @@ class InferenceConfig:
     device: str = "auto"  # "auto" (cuda, then mps, then cpu), "cuda", "cuda:1", "mps" or "cpu"
     roi_size: int | None = None  # sliding-window patch edge (voxels); None: checkpoint's (96)
     sw_batch_size: int = 2  # patches per forward pass; 2 fits 96^3 windows of the 48-feature model in < 8 GB
-    overlap: float = 0.25  # window overlap; MONAI's default, 0.5 is slower and rarely better
+    overlap: float | None = None  # window overlap; None: checkpoint's (UK_BOB: 0.5), else DEFAULT_OVERLAP
     blend: str = "gaussian"  # "gaussian" weights window centres more than edges (MONAI)
     amp: bool = True  # bf16 (fp16 without bf16 support) autocast on GPU; CPU always runs fp32
     low_memory: bool | None = None  # None: automatic when the probabilities would not fit memory_budget_gb
@@ -65,7 +76,8 @@ class InferenceConfig:
     structures: str | None = None  # comma-separated names, synonyms or groups to keep; None: all
     contrast: str | None = None  # comma-separated channel names/indices to feed; None: checkpoint's
     target_spacing_mm: tuple[float, float, float] | None = None  # None: checkpoint's (or the scan's own)
-    intensity: str | None = None  # "percentile", "ct_window" or "none"; None: checkpoint's
+    intensity: str | None = None  # percentile, ct_window, zscore_nonzero, zscore or none; None: checkpoint's
+    activation: str | None = None  # "softmax" or "sigmoid" head; None: checkpoint's (segment_image sets it)
     probabilities: bool = False  # also return the softmax probabilities on the input grid
     progress: bool = False  # show a tqdm bar over sliding windows
     seed: int = 0  # seeds torch (ETTA patch tie-breaking, any randomness)
@@ -83,12 +95,15 @@ class Segmentation:
         entropy: ``(X, Y, Z)`` float32 per-voxel entropy normalised by log(C), in [0, 1].
         probabilities: ``(X, Y, Z, C)`` float32 softmax probabilities (compact layout), or None.
         stats: timings (s), device, paths taken (low memory, fallback), mean entropy, ETTA stats.
+        whole_labels: with ``structures``, the label map before the subset was cut out (what SOLF
+            measures the body on); None otherwise.
     """
 
     labels: Image
     entropy: Image
     probabilities: Image | None = None
     stats: dict = field(default_factory=dict)
+    whole_labels: Image | None = None
 
 
 # ----------------------------------------------------------------------------- devices
@@ -151,7 +166,9 @@ def select_contrasts(image: Image, in_channels: int, names: Sequence[str] | None
     if names and image.channel_names is None and image.num_channels == in_channels:
         if not all(str(n).isdigit() for n in names):
             warnings.warn(f"{io._source(image.path)}: the image's channels are unnamed; feeding its "
-                          f"{in_channels} channel(s) as {', '.join(map(str, names))}")
+                          f"{in_channels} channel(s) as {', '.join(map(str, names))} (the model's contrast); "
+                          f"choose the channel with --contrast, e.g. --contrast "
+                          f"{','.join(str(i) for i in range(in_channels))} to feed them as they are")
     elif names:
         image = io.select_channels(image, list(names))
     elif image.num_channels != in_channels and in_channels == 1:
@@ -166,26 +183,58 @@ def select_contrasts(image: Image, in_channels: int, names: Sequence[str] | None
 
 
 def normalize_intensity(array: np.ndarray, kind: str = "percentile", params: dict | None = None) -> np.ndarray:
-    """Map intensities of ``(C, X, Y, Z)`` to about [0, 1], channel by channel (float32).
+    """Normalise intensities of ``(C, X, Y, Z)`` channel by channel (float32), as the model was trained.
 
-    Kinds: ``percentile`` clips to the ``lower``/``upper`` percentiles (default 0.5, 99.5) and
-    scales to [0, 1] (MRI, the paper's "normalization to [0, 1]"); ``ct_window`` clips to
-    ``low``/``high`` Hounsfield units (default :data:`CT_WINDOW_HU`); ``none`` leaves values.
-    A constant channel becomes 0.
+    Kinds (``params`` keys in brackets):
+
+    * ``percentile`` [lower=0.5, upper=99.5]: clip to those percentiles, scale to [0, 1] (MRI;
+      the paper's "normalization to [0, 1]"). A constant channel becomes 0.
+    * ``ct_window`` [a_min, a_max, b_min=0, b_max=1, clip=True]: MONAI's ``ScaleIntensityRange``,
+      ``(x - a_min) / (a_max - a_min) * (b_max - b_min) + b_min``, clipped to [b_min, b_max]
+      (default window :data:`CT_WINDOW_HU`; the older ``low``/``high`` keys mean a_min/a_max).
+    * ``zscore_nonzero`` [channel_wise=True]: MONAI's ``NormalizeIntensity(nonzero=True)``: mean
+      and (population) standard deviation of the non-zero voxels; zeros stay 0.
+    * ``zscore`` [channel_wise=True]: the same over every voxel.
+    * ``none``: values unchanged.
     """
     params = dict(params or {})
     out = np.asarray(array, dtype=np.float32).copy()
     if kind == "none":
         return out
+    if kind == "ct_window":
+        return _ct_window(out, params)
+    if kind in ("zscore_nonzero", "zscore"):
+        return _zscore(out, kind == "zscore_nonzero", bool(params.get("channel_wise", True)))
+    if kind != "percentile":
+        raise ValueError(f"unknown intensity normalisation '{kind}'; use {', '.join(INTENSITY_MODES)}")
     for c in range(out.shape[0]):
-        if kind == "percentile":
-            low, high = np.percentile(out[c], [params.get("lower", 0.5), params.get("upper", 99.5)])
-        elif kind == "ct_window":
-            low, high = params.get("low", CT_WINDOW_HU[0]), params.get("high", CT_WINDOW_HU[1])
-        else:
-            raise ValueError(f"unknown intensity normalisation '{kind}'; use percentile, ct_window or none")
+        low, high = np.percentile(out[c], [params.get("lower", 0.5), params.get("upper", 99.5)])
         scale = float(high - low)
         out[c] = 0.0 if scale <= 0 else (np.clip(out[c], low, high) - low) / scale
+    return out
+
+
+def _ct_window(out: np.ndarray, params: dict) -> np.ndarray:
+    a_min = float(params.get("a_min", params.get("low", CT_WINDOW_HU[0])))
+    a_max = float(params.get("a_max", params.get("high", CT_WINDOW_HU[1])))
+    b_min, b_max = float(params.get("b_min", 0.0)), float(params.get("b_max", 1.0))
+    if a_max == a_min:
+        raise ValueError(f"ct_window needs a_max != a_min, got a_min = a_max = {a_min}")
+    out = (out - a_min) / (a_max - a_min) * (b_max - b_min) + b_min
+    if params.get("clip", True):
+        out = np.clip(out, min(b_min, b_max), max(b_min, b_max))
+    return out.astype(np.float32, copy=False)
+
+
+def _zscore(out: np.ndarray, nonzero: bool, channel_wise: bool) -> np.ndarray:
+    groups = [out[c:c + 1] for c in range(out.shape[0])] if channel_wise else [out]
+    for group in groups:  # views: normalised in place
+        mask = group != 0 if nonzero else np.ones(group.shape, dtype=bool)
+        if not mask.any():
+            continue
+        values = group[mask].astype(np.float64)
+        std = float(values.std()) or 1.0  # MONAI: a zero standard deviation divides by 1
+        group[mask] = ((values - values.mean()) / std).astype(np.float32)
     return out
 
 
@@ -209,6 +258,9 @@ def model_grid(shape: Sequence[int], spacing: Sequence[float],
 def effective_spacing(metadata_spacing, config: InferenceConfig, native: Sequence[float]):
     """Target spacing (mm) after the config override and fast mode; None keeps the scan's grid."""
     target = config.target_spacing_mm or metadata_spacing
+    if target is not None and (len(target) != 3 or not all(math.isfinite(float(t)) and float(t) > 0 for t in target)):
+        # A negative value is a typo, not a flip: refuse it instead of resampling to |value| mm.
+        raise ValueError(f"target spacing {tuple(target)} mm must be three finite voxel sizes > 0")
     if config.fast:
         base = target or native
         target = tuple(max(float(s), FAST_SPACING_MM) for s in base)
@@ -231,8 +283,28 @@ def preprocess(image: Image, metadata, config: InferenceConfig) -> tuple[torch.T
     array = normalize_intensity(array, kind, params)
     target = effective_spacing(metadata.target_spacing_mm, config, ras.spacing)
     shape, spacing = model_grid(ras.spatial_shape, ras.spacing, target)
+    _check_grid_size(shape, ras, target)
     tensor = resample(torch.from_numpy(array)[None], shape)
     return tensor, Prepared(record, ras.affine, ras.spatial_shape, shape, spacing)
+
+
+def check_roi_size(roi: int | None) -> int | None:
+    """A requested window edge (voxels) within 1..:data:`MAX_ROI_SIZE`, checked before any model is
+    built for it (UNETR's position embedding grows with its cube)."""
+    if roi is not None and not 1 <= int(roi) <= MAX_ROI_SIZE:
+        raise ValueError(f"--roi-size {roi}: a sliding window of {int(roi)}^3 voxels does not fit in memory; "
+                         f"use 32..{MAX_ROI_SIZE} (a multiple of 32 for Swin-UNETR)")
+    return roi
+
+
+def _check_grid_size(shape: Sequence[int], image: Image, target) -> None:
+    """Refuse a model grid no machine can hold, e.g. a header claiming 1000 mm voxels resampled to 1.5 mm."""
+    voxels = math.prod(int(n) for n in shape)
+    if voxels > MAX_MODEL_VOXELS:
+        raise ValueError(f"{io._source(image.path)}: resampling its {image.spatial_shape} grid of "
+                         f"{io._mm(image.spacing)} mm voxels to {io._mm(target)} mm gives {tuple(shape)} = "
+                         f"{voxels:.3g} voxels, more than {MAX_MODEL_VOXELS:.3g}; check the header's spacing, "
+                         "or choose a coarser --spacing")
 
 
 def _check_voxels(image: Image) -> None:
@@ -267,8 +339,9 @@ def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> i
 
 
 def _patch_predictor(model, device, amp_dtype, counter: Callable[[int], None] | None,
-                     out_dtype: torch.dtype = torch.float32):
-    """Patch ``(B, C, *roi)`` -> softmax probabilities (``out_dtype``) on ``device``."""
+                     out_dtype: torch.dtype = torch.float32, activation: str = "softmax"):
+    """Patch ``(B, C, *roi)`` -> softmax (or sigmoid, :mod:`heads`) probabilities (``out_dtype``) on ``device``."""
+    from .heads import activate
 
     def predict(patch: torch.Tensor) -> torch.Tensor:
         patch = patch.to(device=device, dtype=torch.float32)
@@ -279,9 +352,19 @@ def _patch_predictor(model, device, amp_dtype, counter: Callable[[int], None] | 
             logits = model(patch)
         if counter:
             counter(patch.shape[0])
-        return torch.softmax(logits.float(), dim=1).to(out_dtype)
+        return activate(logits, activation).to(out_dtype)
 
     return predict
+
+
+def window_overlap(config: InferenceConfig, metadata=None) -> float:
+    """Sliding-window overlap: 0 in fast mode, else the option, the checkpoint's, or :data:`DEFAULT_OVERLAP`."""
+    if config.fast:
+        return 0.0
+    if config.overlap is not None:
+        return float(config.overlap)
+    stored = getattr(metadata, "overlap", None)
+    return float(stored) if stored is not None else DEFAULT_OVERLAP
 
 
 def _output_gb(tensor: torch.Tensor, channels: int) -> float:
@@ -293,7 +376,7 @@ def _sliding_window(model, tensor, roi, config, device, low_memory, progress, fl
 
     from .etta import flip_tta
 
-    overlap = 0.0 if config.fast else config.overlap
+    overlap = window_overlap(config)
     total = count_windows(tensor.shape[2:], roi, overlap)
     done = [0]
 
@@ -304,7 +387,8 @@ def _sliding_window(model, tensor, roi, config, device, low_memory, progress, fl
 
     # On the low-memory path patches leave the GPU as float16: half the transfer, the accumulator's type.
     out_dtype = torch.float16 if low_memory else torch.float32
-    predict = _patch_predictor(model, device, autocast_dtype(device, config.amp), counter, out_dtype)
+    predict = _patch_predictor(model, device, autocast_dtype(device, config.amp), counter, out_dtype,
+                               config.activation or "softmax")
     if flips > 1:
         predict = flip_tta(predict, flips)
     if low_memory:  # probabilities accumulate on the CPU in float16; patches go to the GPU one batch at a time
@@ -337,8 +421,10 @@ def predict_probabilities(model: torch.nn.Module, tensor: torch.Tensor, roi: Seq
     low = config.low_memory
     if low is None:
         low = device.type != "cpu" and _output_gb(tensor, channels) > config.memory_budget_gb
-    info = {"low_memory": bool(low), "oom_fallback": False,
-            "windows": count_windows(tensor.shape[2:], roi, 0.0 if config.fast else config.overlap)}
+    windows = count_windows(tensor.shape[2:], roi, window_overlap(config))
+    # With TTA each window runs once per flip: "windows" counts positions, "passes" forward passes.
+    info = {"low_memory": bool(low), "oom_fallback": False, "windows": windows, "tta_flips": flips,
+            "passes": windows * flips}
     try:
         return _sliding_window(model, tensor, roi, config, device, low, progress, flips), info
     except OUT_OF_MEMORY:
@@ -402,22 +488,27 @@ def probability_slabs(probs: torch.Tensor, shape: Sequence[int], slab: int = 16)
         yield z0, z1, part.cpu()
 
 
-def postprocess(probs: torch.Tensor, prepared: Prepared, keep_probabilities: bool = False):
+def postprocess(probs: torch.Tensor, prepared: Prepared, keep_probabilities: bool = False,
+                activation: str = "softmax", decode: Callable[[torch.Tensor], np.ndarray] | None = None):
     """Probabilities on the model grid -> channel argmax, entropy (and probabilities) on the RAS input grid.
+
+    ``activation`` picks the entropy (:func:`heads.entropy`); ``decode`` maps a slab of
+    probabilities ``(K, X, Y, z)`` to integers ``(X, Y, z)`` (default: the channel argmax; a
+    sigmoid head passes :meth:`heads.RegionHead.labels`).
 
     Returns:
         ``(channels (X, Y, Z) int64, entropy (X, Y, Z) float32, probabilities (X, Y, Z, K) float32
         or None)``, all in the RAS voxel order of the input grid.
     """
-    from .etta import entropy_map
+    from .heads import entropy as voxel_entropy
 
     shape = prepared.ras_shape
     channels = np.zeros(shape, dtype=np.int64)
     entropy = np.zeros(shape, dtype=np.float32)
     kept = np.zeros((*shape, probs.shape[1]), dtype=np.float32) if keep_probabilities else None
     for z0, z1, part in probability_slabs(probs, shape):
-        channels[:, :, z0:z1] = part.argmax(0).numpy()
-        entropy[:, :, z0:z1] = entropy_map(part[None])[0].numpy()
+        channels[:, :, z0:z1] = decode(part) if decode is not None else part.argmax(0).numpy()
+        entropy[:, :, z0:z1] = voxel_entropy(part[None], activation)[0].numpy()
         if kept is not None:
             kept[:, :, z0:z1] = np.moveaxis(part.numpy(), 0, -1)
     return channels, entropy, kept
@@ -434,6 +525,9 @@ def _roi(config: InferenceConfig, metadata) -> tuple[int, int, int]:
     if roi < 1 or roi % multiple:
         raise ValueError(f"roi size must be a positive multiple of {multiple} voxels for {metadata.network} "
                          f"(its total downsampling), got {roi}")
+    if roi > MAX_ROI_SIZE:
+        raise ValueError(f"roi size {roi} voxels asks for windows of {roi ** 3:.3g} voxels, which no GPU or CPU "
+                         f"memory holds; use at most {MAX_ROI_SIZE} (the checkpoint's is {metadata.roi_size})")
     return (roi, roi, roi)
 
 
@@ -471,28 +565,34 @@ def segment_image(image: Image, model: torch.nn.Module, metadata, config: Infere
     Raises:
         ValueError: bad image (NaN voxels, wrong channels, not 3D), bad options, a model ETTA cannot adapt.
     """
-    config = config or InferenceConfig()
+    config = resolve_config(config or InferenceConfig(), metadata)
     torch.manual_seed(config.seed)
     timings, stats = {}, {}
     started = time.perf_counter()
     device = select_device(config.device)
+    from .checkpoints import check_modality
+
+    check_modality(image, metadata)
     roi = _roi(config, metadata)
     selected = get_scheme(metadata.scheme).select(config.structures) if config.structures else None
     tensor, prepared = preprocess(image, metadata, config)
     timings["preprocess_s"] = time.perf_counter() - started
     model = model.to(device).eval()
     used = model
-    if config.etta:
-        used, stats["etta"] = _run_etta(model, tensor.to(device), roi, etta_config, config.progress, progress)
-        timings["etta_s"] = stats["etta"]["time_s"]
-    t0 = time.perf_counter()
-    bar, update = _bar(config.progress, "sliding window", report=progress, stage="sliding_window")
-    try:
-        probs, info = predict_probabilities(used, tensor, roi, config, device, update)
-    finally:
-        bar.close()
-    _synchronize(device)
-    timings["inference_s"] = time.perf_counter() - t0
+    probs = None
+    if config.etta:  # ETTA's second pass is the segmentation: no third pass
+        used, stats["etta"], probs, info = _run_etta(model, tensor, roi, config, etta_config, device, progress)
+        timings["etta_s"] = stats["etta"].get("adaptation_s", stats["etta"]["time_s"])
+        timings["inference_s"] = stats["etta"].get("final_pass_s", 0.0)
+    if probs is None:
+        t0 = time.perf_counter()
+        bar, update = _bar(config.progress, "sliding window", report=progress, stage="sliding_window")
+        try:
+            probs, info = predict_probabilities(used, tensor, roi, config, device, update)
+        finally:
+            bar.close()
+        _synchronize(device)
+        timings["inference_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     result = _finish(probs, prepared, metadata, config, selected)
     timings["postprocess_s"] = time.perf_counter() - t0
@@ -509,31 +609,68 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _run_etta(model, tensor, roi, etta_config, show: bool, report):
+def _run_etta(model, tensor, roi, config: InferenceConfig, etta_config, device, report):
+    """ETTA whose two whole-scan passes are this module's sliding window (overlap, blending, flips,
+    low-memory path), so its second pass is the segmentation. Returns ``(model, stats, probs of
+    the adapted model or None when ETTA was skipped, window info)``."""
     from . import etta
 
-    bar, update = _bar(show, "ETTA", unit="step", report=report, stage="etta")
+    infos = {}
+
+    def predict(net, image, stage):
+        name = "sliding window" if stage == "after" else "ETTA first pass"
+        bar, update = _bar(config.progress, name, report=report, stage="sliding_window" if stage == "after" else "etta")
+        try:
+            probs, infos[stage] = predict_probabilities(net, image, roi, config, device, update)
+        finally:
+            bar.close()
+        _synchronize(device)
+        return probs
+
+    import dataclasses
+
+    # ETTA's entropy follows the head: softmax classes or sigmoid regions (mean binary entropy).
+    etta_config = dataclasses.replace(etta_config or etta.EttaConfig(), activation=config.activation or "softmax")
+    bar, update = _bar(config.progress, "ETTA", unit="step", report=report, stage="etta")
     started = time.perf_counter()
     try:
-        adapted, stats = etta.adapt(model, tensor, roi_size=roi, config=etta_config, progress=update)
+        adapted, stats, probs = etta.adapt_and_predict(model, tensor, roi_size=roi, config=etta_config,
+                                                       progress=update, predict=predict)
     except OUT_OF_MEMORY:
         # Adaptation back-propagates through whole patches; on a small GPU segment unadapted, say so.
         warnings.warn("ETTA ran out of GPU memory and was skipped; the segmentation is unadapted "
                       "(try --etta-patches 1, a smaller --roi-size, or --device cpu)")
-        if tensor.device.type == "cuda":
+        if device.type == "cuda":
             torch.cuda.empty_cache()
         return model, {"entropy_before": None, "entropy_after": None, "entropy_measured_on": None,
-                       "skipped": "out of memory", "time_s": time.perf_counter() - started}
+                       "skipped": "out of memory", "time_s": time.perf_counter() - started}, None, None
     finally:
         bar.close()
-    return adapted, stats
+    return adapted, stats, probs, infos["after"]
+
+
+def resolve_config(config: InferenceConfig, metadata) -> InferenceConfig:
+    """``config`` with the checkpoint's values filled in where it says None (overlap, activation)."""
+    import dataclasses
+
+    return dataclasses.replace(config, overlap=window_overlap(config, metadata),
+                               activation=config.activation or getattr(metadata, "activation", "softmax"))
 
 
 def _finish(probs, prepared: Prepared, metadata, config: InferenceConfig, selected) -> Segmentation:
-    layout = channel_layout(metadata.scheme, "compact")
-    channels, entropy, kept = postprocess(probs, prepared, config.probabilities)
+    activation = config.activation or "softmax"
+    if activation == "sigmoid":  # overlapping region channels painted into labels (heads.RegionHead)
+        from .heads import region_head
+
+        head = region_head(metadata.scheme)
+        channels, entropy, kept = postprocess(probs, prepared, config.probabilities, activation, head.labels)
+        labels, kind, classes = channels.astype(np.uint8), "regions", head.num_channels
+    else:  # the checkpoint's own channel order (compact for UKBOB, converted on load)
+        layout = channel_layout(metadata.scheme, getattr(metadata, "layout", "compact"))
+        channels, entropy, kept = postprocess(probs, prepared, config.probabilities)
+        labels, kind, classes = layout.channels_to_labels(channels), layout.kind, layout.num_channels
     del probs
-    labels = layout.channels_to_labels(channels)
+    whole = labels
     if selected is not None:
         labels = np.where(np.isin(labels, selected), labels, 0).astype(labels.dtype)
     record = prepared.record
@@ -541,9 +678,10 @@ def _finish(probs, prepared: Prepared, metadata, config: InferenceConfig, select
     out_labels = back(labels)
     out_entropy = back(entropy)
     out_probs = back(kept) if kept is not None else None
-    stats = {"mean_entropy": float(entropy.mean()), "layout": layout.kind, "classes": layout.num_channels,
+    stats = {"mean_entropy": float(entropy.mean()), "layout": kind, "classes": classes,
              "structures": list(selected) if selected is not None else None}
-    return Segmentation(out_labels, out_entropy, out_probs, stats)
+    return Segmentation(out_labels, out_entropy, out_probs, stats,
+                        whole_labels=back(whole) if selected is not None else None)
 
 
 def effective_config(config: InferenceConfig, metadata) -> dict:
@@ -551,7 +689,8 @@ def effective_config(config: InferenceConfig, metadata) -> dict:
     data = config.to_dict()
     data["roi_size"] = int(config.roi_size or metadata.roi_size)
     data["intensity"] = config.intensity or metadata.intensity
-    data["overlap"] = 0.0 if config.fast else config.overlap
+    data["overlap"] = window_overlap(config, metadata)
+    data["activation"] = config.activation or getattr(metadata, "activation", "softmax")
     return data
 
 

@@ -17,13 +17,16 @@ renamed into place, so an interrupted write never leaves a half-written file und
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import shutil
 import tempfile
 import uuid
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -33,6 +36,8 @@ IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
 
 # Voxel spacings outside this range (mm) are almost certainly a header error.
 PLAUSIBLE_SPACING_MM = (0.05, 30.0)
+# Below this (mm) a spacing is refused: a 1e-6 mm voxel is a broken header, not a microscope.
+MIN_SPACING_MM = 1e-3
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -46,6 +51,61 @@ class ImageFormatError(ValueError):
 
 class GeometryWarning(UserWarning):
     """Suspicious geometry: an identity affine, or a voxel spacing no scanner produces."""
+
+
+class InsufficientMemoryError(MemoryError):
+    """An image whose declared size does not fit this machine's memory; the message names the file."""
+
+
+def _mm(values) -> str:
+    """Spacings or positions as plain numbers, ``(3, 3, 1e-06)``: no ``np.float64(...)`` reprs."""
+    return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
+
+
+def _bytes(count: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if count < 1000 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1000.0
+    return f"{count:.1f} PB"
+
+
+def physical_memory_bytes() -> int | None:
+    """Total physical memory of this machine in bytes (None where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_declared_size(source, shape: Sequence[int], itemsize: int) -> int:
+    """Refuse an image whose header declares more voxels than this machine's memory can hold.
+
+    Args:
+        source: the file, for the message.
+        shape: declared array shape (any number of axes).
+        itemsize: bytes per value.
+
+    Returns:
+        The declared size in bytes.
+
+    Raises:
+        InsufficientMemoryError: the declared size exceeds the physical memory.
+    """
+    declared = int(np.prod([int(n) for n in shape], dtype=np.float64)) * int(itemsize)
+    total = physical_memory_bytes()
+    if total is not None and declared > total:
+        raise InsufficientMemoryError(
+            f"not enough memory to read {source} (declared size {_bytes(declared)}, shape "
+            f"{tuple(int(n) for n in shape)}; this machine has {_bytes(total)}); the header is broken "
+            "or the image must be cropped first")
+    return declared
+
+
+def _out_of_memory(source, shape: Sequence[int], itemsize: int) -> InsufficientMemoryError:
+    declared = float(np.prod([int(n) for n in shape], dtype=np.float64)) * int(itemsize)
+    return InsufficientMemoryError(f"not enough memory to read {source} (declared size {_bytes(declared)}, "
+                                   f"shape {tuple(int(n) for n in shape)})")
 
 
 @dataclass
@@ -130,16 +190,22 @@ def check_geometry(affine: np.ndarray, source: str = "image") -> None:
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
         raise ImageFormatError(f"{source}: affine must be a finite 4x4 matrix, got {affine!r}")
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    if np.any(spacing == 0) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise ImageFormatError(f"{source}: voxel spacing {tuple(spacing.round(4))} mm has a zero axis "
+    if np.any(spacing == 0):
+        raise ImageFormatError(f"{source}: voxel spacing {_mm(spacing)} mm has a zero axis "
                                "(singular affine); the header is broken")
+    if np.any(spacing < MIN_SPACING_MM):
+        raise ImageFormatError(f"{source}: voxel spacing {_mm(spacing)} mm is below {MIN_SPACING_MM} mm "
+                               "along an axis; no scanner makes such voxels, the header is broken")
+    if abs(np.linalg.det(affine[:3, :3] / spacing)) < 1e-6:
+        raise ImageFormatError(f"{source}: the voxel axes of the affine are parallel (spacing {_mm(spacing)} "
+                               "mm, singular direction matrix); the header is broken")
     if np.allclose(affine, np.eye(4)):
         warnings.warn(f"{source}: identity affine (1 mm voxels at the origin, no orientation). This is a "
                       "known failure of some UK Biobank exports; left and right cannot be trusted.",
                       GeometryWarning, stacklevel=3)
     low, high = PLAUSIBLE_SPACING_MM
     if np.any(spacing < low) or np.any(spacing > high):
-        warnings.warn(f"{source}: voxel spacing {tuple(spacing.round(4))} mm is outside the plausible "
+        warnings.warn(f"{source}: voxel spacing {_mm(spacing)} mm is outside the plausible "
                       f"range {low}..{high} mm; check the header", GeometryWarning, stacklevel=3)
 
 
@@ -229,8 +295,16 @@ def _read_nifti(path: Path) -> Image:
 
     try:
         img = nib.load(str(path))
-        array = np.asarray(img.dataobj)
     except Exception as error:  # nibabel raises many types for broken files
+        raise ImageFormatError(f"{path}: cannot read as NIfTI ({type(error).__name__}: {error}); "
+                               "the file is truncated or not a NIfTI image") from error
+    shape, itemsize = img.header.get_data_shape(), img.get_data_dtype().itemsize
+    check_declared_size(path, shape, itemsize)
+    try:
+        array = np.asarray(img.dataobj)
+    except MemoryError:
+        raise _out_of_memory(path, shape, itemsize) from None
+    except Exception as error:
         raise ImageFormatError(f"{path}: cannot read as NIfTI ({type(error).__name__}: {error}); "
                                "the file is truncated or not a NIfTI image") from error
     return Image(array, np.asarray(img.affine, dtype=np.float64), path)
@@ -260,8 +334,18 @@ def _itk_array(img) -> np.ndarray:
 def _read_itk(path: Path) -> Image:
     import SimpleITK as sitk
 
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        img = sitk.ReadImage(str(path))
+        reader.ReadImageInformation()
+        shape = (*reader.GetSize(), reader.GetNumberOfComponents())
+        itemsize = _itk_itemsize(reader.GetPixelID())
+        check_declared_size(path, shape, itemsize)
+        img = reader.Execute()
+    except InsufficientMemoryError:
+        raise
+    except MemoryError:
+        raise _out_of_memory(path, shape, itemsize) from None
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[-1] if str(error).strip() else ""
         raise ImageFormatError(f"{path}: cannot read the image ({first_line}); the file is truncated "
@@ -270,19 +354,42 @@ def _read_itk(path: Path) -> Image:
         raise ImageFormatError(f"{path}: image is {img.GetDimension()}D; SwinBOB needs a 3D volume")
     image = Image(_itk_array(img), _itk_affine(img), path)
     if _suffix(path) == ".seg.nrrd":
-        image.metadata["segments"] = _read_segment_metadata(img)
+        image.metadata["segments"] = _read_segment_metadata(img, path)
     return image
 
 
-def _read_segment_metadata(img) -> list[dict]:
+def _itk_itemsize(pixel_id: int) -> int:
+    """Bytes per component of a SimpleITK pixel type ("16-bit signed integer" -> 2)."""
+    import SimpleITK as sitk
+
+    bits = re.search(r"(\d+)-bit", sitk.GetPixelIDValueAsString(pixel_id))
+    return int(bits.group(1)) // 8 if bits else 8
+
+
+def _metadata_int(img, key: str, default: int, source) -> int:
+    """An integer header field; a non-integer names the file, the key and the value."""
+    text = img.GetMetaData(key).strip() if img.HasMetaDataKey(key) else ""
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ImageFormatError(f"{source}: header field '{key}' is '{text}', expected an integer") from None
+
+
+def _read_segment_metadata(img, source="segmentation") -> list[dict]:
     """Segment names, label values and colours from a Slicer ``.seg.nrrd`` header."""
     segments, index = [], 0
     while img.HasMetaDataKey(f"Segment{index}_ID"):
         get = lambda key: img.GetMetaData(f"Segment{index}_{key}") if img.HasMetaDataKey(f"Segment{index}_{key}") else ""
-        color = [float(c) for c in get("Color").split()] if get("Color") else []
+        try:
+            color = [float(c) for c in get("Color").split()] if get("Color") else []
+        except ValueError:
+            raise ImageFormatError(f"{source}: header field 'Segment{index}_Color' is '{get('Color')}', "
+                                   "expected three numbers 0..1") from None
         segments.append({"id": get("ID"), "name": get("Name"),
-                         "label_value": int(get("LabelValue") or index + 1),
-                         "layer": int(get("Layer") or 0),
+                         "label_value": _metadata_int(img, f"Segment{index}_LabelValue", index + 1, source),
+                         "layer": _metadata_int(img, f"Segment{index}_Layer", 0, source),
                          "color": tuple(int(round(c * 255)) for c in color)})
         index += 1
     return segments
@@ -306,13 +413,68 @@ def _read_dicom_series(folder: Path, series_uid: str | None) -> Image:
         raise ImageFormatError(f"{folder}: no DICOM series {series_uid}; found {', '.join(series)}")
     names = reader.GetGDCMSeriesFileNames(str(folder), series_uid)
     reader.SetFileNames(names)
+    reader.MetaDataDictionaryArrayUpdateOn()  # per-slice positions, for the gap check below
     try:
         img = reader.Execute()
+    except MemoryError:
+        raise InsufficientMemoryError(f"not enough memory to read {folder} (DICOM series {series_uid}, "
+                                      f"{len(names)} slices)") from None
     except RuntimeError as error:
         raise ImageFormatError(f"{folder}: cannot read DICOM series {series_uid}: {error}") from error
     if img.GetDimension() < 3 or img.GetSize()[2] < 2:
         raise ImageFormatError(f"{folder}: DICOM series {series_uid} has a single slice; need a 3D volume")
+    check_slice_spacing(_slice_positions(reader, len(names)), img.GetDirection(), names,
+                        f"{folder}: DICOM series {series_uid}")
     return Image(_itk_array(img), _itk_affine(img), folder, metadata={"series_uid": series_uid})
+
+
+def _slice_positions(reader, count: int) -> np.ndarray | None:
+    """``(N, 3)`` ImagePositionPatient of each slice (LPS mm), or None when a slice lacks it."""
+    positions = []
+    for index in range(count):
+        if not reader.HasMetaDataKey(index, "0020|0032"):
+            return None
+        try:
+            positions.append([float(v) for v in reader.GetMetaData(index, "0020|0032").split("\\")[:3]])
+        except ValueError:
+            return None
+    return np.asarray(positions, dtype=np.float64)
+
+
+#: Slice gaps may differ from the series' median by this fraction before the series is refused.
+SLICE_SPACING_TOLERANCE = 0.05
+
+
+def check_slice_spacing(positions: np.ndarray | None, direction: Sequence[float], names: Sequence[str],
+                        source: str) -> None:
+    """Refuse a series whose slices are not evenly spaced (a missing or broken slice).
+
+    ITK reads such a series as N-1 slices with an averaged spacing, which puts every slice after
+    the gap at the wrong position; this check finds the gap before anything is computed.
+
+    Args:
+        positions: ``(N, 3)`` slice origins in mm in reading order, or None (check skipped).
+        direction: the volume's 3x3 direction matrix, row-major (its third column is the slice normal).
+        names: the slice files in the same order, for the message.
+        source: folder and series, for the message.
+
+    Raises:
+        ImageFormatError: a gap differs from the median gap by more than
+            :data:`SLICE_SPACING_TOLERANCE` of it (or 0.01 mm).
+    """
+    if positions is None or len(positions) < 3:
+        return
+    normal = np.asarray(direction, dtype=np.float64).reshape(3, 3)[:, 2]
+    gaps = np.diff(positions @ normal)
+    median = float(np.median(gaps))
+    bad = np.flatnonzero(np.abs(gaps - median) > max(0.01, SLICE_SPACING_TOLERANCE * abs(median)))
+    if bad.size:
+        i = int(bad[0])
+        raise ImageFormatError(
+            f"{source}: uneven slice spacing: slices {i + 1} and {i + 2} of {len(positions)} "
+            f"({Path(names[i]).name} and {Path(names[i + 1]).name}) are {abs(gaps[i]):.4g} mm apart where "
+            f"the series' spacing is {abs(median):.4g} mm ({bad.size} such gap(s)); a slice is missing or "
+            "broken, and the geometry after it would be wrong. Re-export the complete series.")
 
 
 def load_labelmap(path: str | os.PathLike, scheme: str | None = "ukbob") -> Image:
@@ -383,14 +545,38 @@ def select_channels(image: Image, channels: Iterable[int | str] | None) -> Image
 # ----------------------------------------------------------------------------- writing
 
 
+def current_umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike) -> None:
+    """Give a file made by mkstemp (0600) or a folder made by mkdtemp (0700) the permissions any
+    tool would create it with (0666 or 0777 less the umask), so colleagues can read the results."""
+    mode = 0o777 if Path(path).is_dir() else 0o666
+    os.chmod(path, mode & ~current_umask())
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to a temporary file beside ``path`` and rename it into place."""
+    """Write ``text`` (UTF-8) to a temporary file beside ``path`` and rename it into place.
+
+    The file gets the usual permissions (0666 less the umask), not mkstemp's private 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
+        apply_umask(temporary)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -416,6 +602,25 @@ def write_csv_atomic(path: str | os.PathLike, rows: Sequence[Mapping], columns: 
     return write_text_atomic(path, buffer.getvalue())
 
 
+def output_format(path: str | os.PathLike) -> str:
+    """The format a target's name asks for: "nifti", "itk" (NRRD/MHA) or "dicom" (no suffix, or a
+    numeric one such as a series UID's, is a DICOM series folder).
+
+    Raises:
+        ValueError: a suffix SwinBOB does not write (``.png``, ``.txt``, ``.dcm``...), instead of
+            silently making a DICOM folder with that name.
+    """
+    suffix = _suffix(Path(path))
+    if suffix in NIFTI_SUFFIXES:
+        return "nifti"
+    if suffix in ITK_SUFFIXES:
+        return "itk"
+    if re.fullmatch(r"\.[a-z][a-z0-9_]*", suffix):
+        raise ValueError(f"{path}: unknown image format '{suffix}'; write one of {', '.join(IMAGE_SUFFIXES)}, "
+                         "or a name without a suffix for a DICOM series folder")
+    return "dicom"
+
+
 def save_image(image: Image, path: str | os.PathLike, *, scheme: str | None = None,
                dtype=None) -> Path:
     """Write ``image`` atomically (temporary file, then rename) in the format the suffix names.
@@ -435,9 +640,10 @@ def save_image(image: Image, path: str | os.PathLike, *, scheme: str | None = No
     array = np.asarray(image.array if dtype is None else image.array.astype(dtype))
     array = _check_array(array, str(path))
     check_geometry(image.affine, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = _suffix(path)
-    if suffix not in IMAGE_SUFFIXES:
+    output_format(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix not in IMAGE_SUFFIXES:  # no suffix, or a numeric one such as a series UID's
         _write_dicom_series(array, image.affine, path)
         return path
     tmp = path.with_name(f".{path.name[: -len(suffix)]}.tmp-{uuid.uuid4().hex[:8]}{suffix}")
@@ -447,10 +653,17 @@ def save_image(image: Image, path: str | os.PathLike, *, scheme: str | None = No
         else:
             _write_itk(array, image.affine, tmp, seg_scheme=(scheme or "ukbob") if suffix == ".seg.nrrd" else None)
         os.replace(tmp, path)
+    except RuntimeError as error:  # SimpleITK's writer; its message names the temporary file
+        raise OSError(f"{path}: cannot write the image ({_last_line(error)})") from error
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _last_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[-1].strip() if text else type(error).__name__
 
 
 def save_labelmap(labelmap: np.ndarray, reference: Image, path: str | os.PathLike,
@@ -536,6 +749,7 @@ def _write_dicom_series(array: np.ndarray, affine: np.ndarray, folder: Path) -> 
     img = _to_itk(stored, affine, str(folder))
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
+        apply_umask(tmp)
         _write_dicom_slices(img, tmp, slope, intercept)
         if folder.exists():
             folder.rmdir()
@@ -589,6 +803,146 @@ def _write_dicom_slices(img, folder: Path, slope: float, intercept: float) -> No
         slice_image.SetMetaData("0018|0050", f"{img.GetSpacing()[2]:.10g}")
         writer.SetFileName(str(folder / f"slice_{k:04d}.dcm"))
         writer.Execute(slice_image)
+
+
+# ----------------------------------------------------------------------------- output folders
+
+#: Prefix of the hidden folders a case is written into before it is moved into place.
+STAGING_PREFIX = ".swinbob-staging-"
+_UNSAFE_NAME = re.compile(r"[/\\:\x00-\x1f]")
+
+
+def safe_name(name: str, source: str = "name") -> str:
+    """``name`` if it can be used as one folder name inside an output folder, else ValueError.
+
+    Refused: empty names, ``.`` and ``..``, names starting with a dot (hidden, and the staging
+    folders' prefix), path separators, drive colons and control characters, so ``OUTDIR/<name>``
+    never points outside OUTDIR.
+    """
+    text = str(name).strip()
+    if not text or text.startswith(".") or _UNSAFE_NAME.search(text) or len(text) > 200:
+        raise ValueError(f"{source}: '{name}' cannot be used as a folder name (no path separators, no "
+                         "leading dot, no '..', at most 200 characters); choose a plain name such as case_001")
+    return text
+
+
+def inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``path`` (resolved, symbolic links followed) lies in ``folder`` or is ``folder``."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
+def check_writable(folder: str | os.PathLike) -> Path:
+    """Raise PermissionError now, not after an hour of inference, when ``folder`` cannot be written.
+
+    ``folder`` need not exist: its nearest existing parent must then let us create it. Nothing is
+    left behind (a probe file is created and removed).
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{existing}: is a file, so the output folder {folder} cannot be made there")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".swinbob-write-test-", dir=existing)
+    except OSError as error:
+        raise PermissionError(f"{folder}: cannot write the output folder here ({existing}: "
+                              f"{error.strerror or error})") from None
+    os.close(handle)
+    os.unlink(probe)
+    return folder
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def clean_stale_staging(parent: str | os.PathLike) -> list[Path]:
+    """Remove staging folders that a killed run left in ``parent``; returns what was removed.
+
+    Only folders named ``.swinbob-staging-<pid>-...`` whose process no longer runs are touched, so
+    a run writing into the same folder at the same time keeps its own.
+    """
+    removed = []
+    parent = Path(parent)
+    if not parent.is_dir():
+        return removed
+    for entry in parent.iterdir():
+        match = re.match(re.escape(STAGING_PREFIX) + r"(\d+)-", entry.name)
+        if match and entry.is_dir() and not entry.is_symlink() and not _process_alive(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+@contextlib.contextmanager
+def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
+    """Write a set of files into a hidden staging folder, then move it into place as ``target``.
+
+    A run killed or failing while writing leaves ``target`` as it was (the next run removes the
+    stale staging folder, see :func:`clean_stale_staging`); a finished run replaces ``target`` whole,
+    so old and new outputs never mix. The caller decides whether an existing ``target`` may be
+    replaced: everything in it is removed.
+
+    Yields:
+        The staging folder (on the same file system as ``target``), created with the umask's
+        permissions.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_staging(target.parent)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=target.parent))
+    try:
+        apply_umask(staging)
+        yield staging
+        _move_into_place(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_into_place(staging: Path, target: Path) -> None:
+    if not target.exists() and not target.is_symlink():
+        os.rename(staging, target)
+        return
+    if target.is_symlink() or not target.is_dir():
+        raise FileExistsError(f"{target}: exists and is not a folder; refusing to replace it")
+    old = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-old-", dir=target.parent))
+    os.rmdir(old)
+    os.rename(target, old)
+    try:
+        os.rename(staging, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def grid_difference(image: Image, other: Image, atol: float = 1e-3) -> str | None:
+    """What differs between two images' grids, in words (None when they share one grid).
+
+    Compares the shape, then spacing (mm), origin (mm) and direction cosines, so a message can say
+    "origin (0, 0, 0) vs (50, 0, 0) mm" instead of "grid (48, 40, 96) differs from (48, 40, 96)".
+    """
+    if image.spatial_shape != other.spatial_shape:
+        return f"shape {image.spatial_shape} vs {other.spatial_shape}"
+    a, b = np.asarray(image.affine, np.float64), np.asarray(other.affine, np.float64)
+    parts = []
+    if not np.allclose(image.spacing, other.spacing, atol=atol):
+        parts.append(f"spacing {_mm(image.spacing)} vs {_mm(other.spacing)} mm")
+    if not np.allclose(a[:3, 3], b[:3, 3], atol=max(atol, 1e-3)):
+        parts.append(f"origin {_mm(a[:3, 3])} vs {_mm(b[:3, 3])} mm")
+    da, db = a[:3, :3] / np.linalg.norm(a[:3, :3], axis=0), b[:3, :3] / np.linalg.norm(b[:3, :3], axis=0)
+    if not np.allclose(da, db, atol=1e-4):
+        parts.append(f"direction {image.orientation} vs {other.orientation}"
+                     + ("" if image.orientation != other.orientation else " (rotated)"))
+    return "; ".join(parts) or None
 
 
 # ----------------------------------------------------------------------------- orientation

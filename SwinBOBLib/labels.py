@@ -42,6 +42,7 @@ SCHEME_FILES: dict[str, tuple[str, str]] = {
     "total": ("total.tsv", "TotalSegmentator v2 'total' (CT), 117 structures"),
     "total_mr": ("total_mr.tsv", "TotalSegmentator 'total_mr' (MRI), 50 structures"),
     "btcv": ("btcv.tsv", "BTCV abdomen (CT), 13 organs"),
+    "brats": ("brats.tsv", "BraTS 2023 glioma (4 MRI contrasts): 1 necrosis, 2 edema, 3 enhancing tumour"),
     "amos": ("amos.tsv", "AMOS 2022 (CT + MRI), 15 organs"),
     "mrsegmentator": ("mrsegmentator.tsv", "MRSegmentator (MRI + CT), 40 structures"),
     "zeroshot10": ("zeroshot10.tsv", "UKBOB table 5: 10 organs shared by BTCV and AMOS, adrenals merged (AG)"),
@@ -249,16 +250,53 @@ class Scheme:
         if isinstance(names, str):
             names = [n for n in names.split(",") if n.strip()]
         chosen: list[int] = []
+        unknown: list[str] = []
         for name in names:
-            group = str(name).strip().lower()
-            if group in GROUPS or group == "body_composition":
-                group = group.replace("_", " ")
-                chosen += [i for i in self.indices if self.structures[i].group == group]
-            elif canonical_key(str(name)) not in self._by_key and self.parts_of(str(name)):
-                chosen += self.parts_of(str(name))
-            else:
-                chosen.append(self.lookup(name))
+            try:
+                chosen += self.resolve(name)
+            except UnknownStructureError as error:
+                unknown.append(str(error))
+        if unknown:  # every unknown name at once, not one per attempt
+            raise UnknownStructureError(" ".join(unknown) if len(unknown) == 1 else
+                                        f"{len(unknown)} unknown names: " + " | ".join(unknown))
         return sorted(set(chosen))
+
+    def resolve(self, name: str | int) -> list[int]:
+        """Label values one name stands for, as a user means it.
+
+        In order: a group ("muscle": the muscles, and the structure named ``muscle`` itself), a
+        structure or synonym, the parts this scheme splits it into ("left lung": both left lobes),
+        both sides of a paired structure ("kidney", "gluteus maximus"), and the same for a plural
+        ("kidneys", "lungs", "adrenal glands").
+
+        Raises:
+            UnknownStructureError: none of these; the message lists close matches.
+        """
+        text = str(name).strip()
+        group = text.lower().replace("_", " ")
+        if group in GROUPS:
+            own = [self._by_key[canonical_key(text)]] if canonical_key(text) in self._by_key else []
+            return sorted({*own, *(i for i in self.indices if self.structures[i].group == group)})
+        if isinstance(name, (int, np.integer)) or text.isdigit():
+            return [self.lookup(name)]
+        for candidate in dict.fromkeys((text, _singular(text))):
+            found = self._meaning(candidate)
+            if found:
+                return sorted(found)
+        return [self.lookup(name)]  # raises, with close matches
+
+    def _meaning(self, name: str) -> list[int]:
+        key = canonical_key(name)
+        if key in self._by_key:
+            return [self._by_key[key]]
+        if self.parts_of(name):
+            return self.parts_of(name)
+        sides = []
+        if not ({"left", "right"} & set(key.split())):
+            for side in ("left", "right"):
+                side_key = canonical_key(f"{name} {side}")
+                sides += [self._by_key[side_key]] if side_key in self._by_key else self.parts_of(f"{name} {side}")
+        return sides
 
     def lookup_table(self) -> np.ndarray:
         """Boolean table ``valid[value]`` for values 0..max_index (0 is valid)."""
@@ -283,6 +321,20 @@ class Scheme:
             raise ValueError(f"{source}: values {bad[:10]} are not labels of scheme '{self.name}' "
                              f"(valid: 0 and {self.indices[0]}..{self.max_index}"
                              f"{', 20 unused' if self.name == 'ukbob' else ''})")
+
+
+def _singular(text: str) -> str:
+    """English plural -> singular, word by word ("adrenal glands" -> "adrenal gland", "arteries" ->
+    "artery"); words that are not plurals ("gluteus", "vertebrae", "pancreas") stay."""
+    words = []
+    for word in re.split(r"(\W+|_)", text):
+        low = word.lower()
+        if low.endswith("ies") and len(low) > 4:
+            word = word[:-3] + "y"
+        elif low.endswith("s") and not low.endswith(("ss", "us", "is", "as")) and len(low) > 3:
+            word = word[:-1]
+        words.append(word)
+    return "".join(words)
 
 
 def available_schemes() -> list[str]:
@@ -384,6 +436,13 @@ def correspondences(src: str | Scheme, dst: str | Scheme) -> list[Correspondence
                                             "same" if depth == 0 else "merged"))
                 break
     return found
+
+
+def lost_structures(src: str | Scheme, dst: str | Scheme) -> dict[int, str]:
+    """``{src label: name}`` of the structures of ``src`` that ``dst`` cannot hold (remapped to 0)."""
+    src_scheme = src if isinstance(src, Scheme) else get_scheme(src)
+    mapped = {c.src_index for c in correspondences(src_scheme, dst)}
+    return {i: src_scheme.structures[i].name for i in src_scheme.indices if i not in mapped}
 
 
 def shared_structures(src: str | Scheme, dst: str | Scheme) -> list[Correspondence]:

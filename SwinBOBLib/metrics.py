@@ -139,31 +139,36 @@ def per_class_metrics(pred_labels, ref_labels, classes: Iterable[int], spacing=N
 
     Returns:
         One dict per class: ``label``, ``dice``, ``hd``, ``hd95``, ``nsd``, ``pred_voxels``, ``ref_voxels``
-        (distance keys absent when ``distances`` is False).
+        (distance keys absent when ``distances`` is False). A class present in exactly one of the
+        two maps has ``hd`` = ``hd95`` = the diagonal of the whole image in mm (not of a crop), so a
+        missed organ never scores better than a misplaced one; absent from both: 0.
     """
     pred_labels, ref_labels = np.asarray(pred_labels), np.asarray(ref_labels)
     if pred_labels.shape != ref_labels.shape:
         raise ValueError(f"prediction shape {pred_labels.shape} differs from reference shape {ref_labels.shape}")
+    spacing = _spacing(spacing, pred_labels.ndim)
+    diagonal = _diagonal_mm(pred_labels.shape, spacing)  # of the whole image, never of a crop
     rows = []
     for label in classes:
         pred, ref = pred_labels == label, ref_labels == label
-        if pred.any() or ref.any():  # distances do not change inside the box around both masks
-            box = _bounding_box(pred | ref)
-            pred, ref = pred[box], ref[box]
         row = {"label": int(label), "dice": dice(pred, ref),
                "pred_voxels": int(pred.sum()), "ref_voxels": int(ref.sum())}
         if distances:
-            row.update(_distance_metrics(pred, ref, spacing, tolerance_mm))
+            row.update(_distance_metrics(pred, ref, spacing, tolerance_mm, diagonal))
         rows.append(row)
     return rows
 
 
-def _distance_metrics(pred: np.ndarray, ref: np.ndarray, spacing, tolerance_mm: float) -> dict:
-    """HD, HD95 and NSD from one pair of surface-distance computations (empty cases as documented)."""
-    if not pred.any() or not ref.any():
-        return {"hd": hausdorff(pred, ref, spacing), "hd95": hausdorff(pred, ref, spacing, 95),
-                "nsd": surface_dice(pred, ref, spacing, tolerance_mm)}
-    distances = surface_distances(pred, ref, spacing)
+def _distance_metrics(pred: np.ndarray, ref: np.ndarray, spacing, tolerance_mm: float, diagonal: float) -> dict:
+    """HD, HD95 and NSD from one pair of surface-distance computations; a structure missing from
+    one map scores ``diagonal`` (the whole image's), one missing from both 0."""
+    has_pred, has_ref = bool(pred.any()), bool(ref.any())
+    if not has_pred and not has_ref:
+        return {"hd": 0.0, "hd95": 0.0, "nsd": 1.0}
+    if not has_pred or not has_ref:
+        return {"hd": diagonal, "hd95": diagonal, "nsd": 0.0}
+    box = _bounding_box(pred | ref)  # distances do not change inside the box around both masks
+    distances = surface_distances(pred[box], ref[box], spacing)
     return {"hd": _hausdorff_from(distances, None), "hd95": _hausdorff_from(distances, 95),
             "nsd": _nsd_from(distances, tolerance_mm)}
 
@@ -177,11 +182,15 @@ def _bounding_box(mask: np.ndarray):
 
 def bootstrap_ci(values: Sequence[float], n_resamples: int = 2000, confidence: float = 0.95,
                  seed: int = 0) -> tuple[float, float, float]:
-    """Mean of ``values`` with a percentile-bootstrap confidence interval over cases.
+    """Mean of ``values`` with a percentile-bootstrap confidence interval.
+
+    Each value must be one independent unit (one case, e.g. a case's mean Dice over its
+    structures, or one structure's value in one case): the resampling draws values, so pooled
+    (case, structure) rows of several cases would understate the spread between cases.
 
     Returns:
         ``(mean, low, high)``; NaN values are dropped first; an empty input gives three NaNs and a
-        single value gives ``(v, v, v)``.
+        single value ``(v, nan, nan)``: one case has no confidence interval.
     """
     data = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
     if not 0 < confidence < 1:
@@ -189,7 +198,7 @@ def bootstrap_ci(values: Sequence[float], n_resamples: int = 2000, confidence: f
     if data.size == 0:
         return float("nan"), float("nan"), float("nan")
     if data.size == 1:
-        return (float(data[0]),) * 3
+        return float(data[0]), float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     means = data[rng.integers(0, data.size, size=(n_resamples, data.size))].mean(axis=1)
     tail = (1 - confidence) / 2 * 100

@@ -1,30 +1,40 @@
-"""Swin-BOB networks and checkpoints: build, save and load safely.
+"""Swin-BOB networks and checkpoints: build, save and load safely, exactly as they were trained.
 
 Swin-BOB is MONAI's Swin-UNETR (UKBOB sec. 4.3: 96^3 patches, feature size 48) with one output
 channel per class of the *compact* UKBOB layout (72 channels, see :mod:`SwinBOBLib.labels`).
 
-Checkpoint format (version 1), written by :func:`save_checkpoint` and read by :func:`load_checkpoint`::
+Checkpoint format (version 2; version 1 files, without ``variant``, ``activation`` and
+``overlap``, still load), written by :func:`save_checkpoint` and read by :func:`load_checkpoint`::
 
     {"state_dict": {parameter name: tensor, ...},          # the network's own keys, no prefixes
-     "swinbob": {"format_version": 1, "network": "swinunetr", "scheme": "ukbob", "layout": "compact",
-                 "in_channels": 1, "out_channels": 72, "contrasts": ["water"] or None,
-                 "target_spacing_mm": [x, y, z] or None, "intensity": "percentile",
-                 "intensity_params": {"lower": 0.5, "upper": 99.5}, "feature_size": 48,
-                 "roi_size": 96, "affine_norm": true}}
+     "swinbob": {"format_version": 2, "network": "swinunetr", "variant": "fixed", "scheme": "ukbob",
+                 "layout": "compact", "activation": "softmax", "in_channels": 1, "out_channels": 72,
+                 "contrasts": ["water"] or None, "target_spacing_mm": [x, y, z] or None,
+                 "intensity": "percentile", "intensity_params": {"lower": 0.5, "upper": 99.5},
+                 "feature_size": 48, "roi_size": 96, "overlap": None, "affine_norm": true, ...}}
 
 Only plain types are stored, so the file loads with ``torch.load(..., weights_only=True)``; files
-that need more (pickled classes, code) are refused. Plain state dicts and wrappers from MONAI or
-Lightning (``state_dict``/``model``/``network`` keys, ``module.``/``model.``/``net.`` prefixes) load
-too: what the keys tell (network size, normalisation layers, in/out channels) is inferred and the
-rest takes the defaults of :class:`CheckpointMetadata`. A 73-channel (``full`` layout) head is
-converted to the compact layout on load.
+that need more (pickled classes, code) are refused. Every family of published Swin-UNETR weights
+loads too (:mod:`SwinBOBLib.checkpoints`): plain state dicts, UK_BOB trainer dicts with their
+``args``, Lightning checkpoints and MONAI bundles. What the weights tell (network size,
+normalisation layers, in/out channels) is inferred; the rest comes from the file's metadata, its
+``args`` or bundle config, the caller's overrides, or an assumption, and
+:attr:`CheckpointMetadata.sources` records which (with :attr:`CheckpointMetadata.notes` saying why).
+
+Swin-UNETR *variants* (:mod:`SwinBOBLib.networks_legacy`): MONAI 1.5 changed the patch-merging
+order; a file that does not say is run with the ``legacy`` order every published Swin-UNETR was
+trained with. SwinBOB's own checkpoints record the variant of the network they were saved from.
+
+Heads: a UKBOB head of 73 channels (``full`` layout) is converted to the compact layout on load;
+a 72-channel one is taken as compact. Heads of other schemes keep the checkpoint's own channel
+order (``layout`` says which). A BraTS-style sigmoid head (``activation="sigmoid"``) gives
+overlapping region channels (:mod:`SwinBOBLib.heads`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 import uuid
 import warnings
 from dataclasses import dataclass, field
@@ -34,9 +44,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from .labels import channel_layout, layout_for_channels
+from .labels import available_schemes, channel_layout, get_scheme, layout_for_channels
 
-CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_FORMAT_VERSION = 2
 
 #: Feature sizes Swin-BOB is built with (48 is the paper's; 12 and 24 for CPU and tests).
 FEATURE_SIZES = (12, 24, 48)
@@ -53,25 +63,39 @@ class CheckpointMetadata:
     """
 
     network: str = "swinunetr"  # key of NETWORKS
+    variant: str | None = None  # Swin-UNETR patch merging (networks_legacy.VARIANTS); None: not a Swin-UNETR
     scheme: str = "ukbob"  # label scheme of the output channels
-    layout: str = "compact"  # channel layout: 72 (compact) or 73 (full) channels for UKBOB
+    layout: str = "compact"  # channel layout: compact or full (73 channels for UKBOB), "regions" (sigmoid)
+    activation: str = "softmax"  # "softmax" (one class per voxel) or "sigmoid" (overlapping regions, BraTS)
     in_channels: int = 1  # one contrast (e.g. Dixon water, or a single MR/CT volume)
     out_channels: int = 72  # number of output classes including background
     contrasts: tuple[str, ...] | None = None  # channel names to feed, in order; None: any
     target_spacing_mm: tuple[float, float, float] | None = None  # None: keep the scan's own grid
-    intensity: str = "percentile"  # "percentile" (MRI, to [0, 1]), "ct_window" or "none"
+    intensity: str = "percentile"  # percentile (MRI, to [0, 1]), ct_window, zscore_nonzero, zscore or none
     intensity_params: dict = field(default_factory=lambda: {"lower": 0.5, "upper": 99.5})
     feature_size: int = 48  # Swin-UNETR embedding size (paper: 48)
     roi_size: int = 96  # sliding-window patch edge in voxels (paper: 96^3)
+    overlap: float | None = None  # sliding-window overlap it was validated with; None: the library's 0.25
     affine_norm: bool = True  # decoder InstanceNorms carry affine parameters (ETTA can adapt them)
+    modality: str | None = None  # "MR" or "CT" it was trained on; None: unknown (no modality warning)
+    name: str | None = None  # what the model is called in reports and the Slicer panel
+    description: str | None = None  # one sentence on what it is and what it was trained on
+    demo: bool = False  # True for a demonstration model (e.g. the bundled one), not Swin-BOB
+    training: dict | None = None  # how it was trained: data, synthesis, steps (plain types)
     format_version: int = CHECKPOINT_FORMAT_VERSION
+    # Not stored: where each value came from (SwinBOBLib.checkpoints.SOURCES) and why, set on load.
+    sources: dict = field(default_factory=dict, compare=False)
+    notes: dict = field(default_factory=dict, compare=False)
 
-    def to_dict(self) -> dict:
-        """Plain-type dictionary (lists, not tuples) as stored in the checkpoint."""
+    def to_dict(self, provenance: bool = True) -> dict:
+        """Plain-type dictionary (lists, not tuples); ``provenance=False`` drops sources/notes (storage)."""
         data = dataclasses.asdict(self)
         for key in ("contrasts", "target_spacing_mm"):
             if data[key] is not None:
                 data[key] = list(data[key])
+        if not provenance:
+            data.pop("sources")
+            data.pop("notes")
         return data
 
     @classmethod
@@ -112,17 +136,21 @@ class NetworkSpec:
     anchor: str
     head: tuple[str, ...]
     roi_multiple: int = 32
+    variants: bool = False  # built in several variants (``build(..., variant=...)``), Swin-UNETR only
 
 
-def _build_swinunetr(feature_size: int, in_channels: int, out_channels: int, affine_norm: bool, roi_size: int = 96):
+def _build_swinunetr(feature_size: int, in_channels: int, out_channels: int, affine_norm: bool, roi_size: int = 96,
+                     variant: str | None = None):
     from monai.networks.nets import SwinUNETR
+
+    from .networks_legacy import TRAINING_VARIANT, merging_module
 
     if feature_size % 12:
         raise ValueError(f"Swin-UNETR feature_size must be a multiple of 12 (e.g. {FEATURE_SIZES}), "
                          f"got {feature_size}")
     norm = ("instance", {"affine": True}) if affine_norm else "instance"
     model = SwinUNETR(in_channels=in_channels, out_channels=out_channels, feature_size=feature_size,
-                      norm_name=norm, spatial_dims=3)
+                      norm_name=norm, spatial_dims=3, downsample=merging_module(variant or TRAINING_VARIANT))
     return replace_instance_norms(model)
 
 
@@ -238,7 +266,7 @@ def _infer_unet(state_dict: Mapping[str, torch.Tensor]) -> dict:
 #: UNETR, SegResNet and a plain U-Net (tables 2, 4, 6).
 NETWORKS: dict[str, NetworkSpec] = {
     "swinunetr": NetworkSpec(_build_swinunetr, _infer_swinunetr, "swinViT.patch_embed.proj.weight",
-                             ("out.conv.conv.weight", "out.conv.conv.bias")),
+                             ("out.conv.conv.weight", "out.conv.conv.bias"), variants=True),
     "unetr": NetworkSpec(_build_unetr, _infer_unetr, "vit.patch_embedding.position_embeddings",
                          ("out.conv.conv.weight", "out.conv.conv.bias"), 16),
     "segresnet": NetworkSpec(_build_segresnet, _infer_segresnet, "convInit.conv.weight",
@@ -261,7 +289,8 @@ def _network_spec(network: str) -> NetworkSpec:
 
 
 def build_model(feature_size: int = 48, in_channels: int = 1, out_channels: int | None = None,
-                affine_norm: bool = True, network: str = "swinunetr", roi_size: int = 96) -> torch.nn.Module:
+                affine_norm: bool = True, network: str = "swinunetr", roi_size: int = 96,
+                variant: str | None = None) -> torch.nn.Module:
     """Build a randomly initialised Swin-BOB network.
 
     Args:
@@ -273,6 +302,9 @@ def build_model(feature_size: int = 48, in_channels: int = 1, out_channels: int 
             only the LayerNorms adaptable.
         network: a key of :data:`NETWORKS` (swinunetr, unetr, segresnet, unet).
         roi_size: patch edge the network is built for (only UNETR's position embedding depends on it).
+        variant: Swin-UNETR patch merging, a key of :data:`networks_legacy.VARIANTS` (``legacy``
+            for weights trained with MONAI < 1.5); None: ``fixed``, MONAI's current order, the one
+            new SwinBOB models train with. Ignored by the other networks.
 
     Returns:
         The ``torch.nn.Module`` mapping ``(B, in_channels, D, H, W)`` to logits
@@ -284,8 +316,10 @@ def build_model(feature_size: int = 48, in_channels: int = 1, out_channels: int 
                         ("out_channels", out_channels)):
         if int(value) != value or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return _network_spec(network).build(int(feature_size), int(in_channels), int(out_channels), bool(affine_norm),
-                                        int(roi_size))
+    spec = _network_spec(network)
+    extra = {"variant": variant} if spec.variants else {}
+    return spec.build(int(feature_size), int(in_channels), int(out_channels), bool(affine_norm), int(roi_size),
+                      **extra)
 
 
 # ----------------------------------------------------------------------------- saving
@@ -300,18 +334,24 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
     optimiser, scheduler and data position under ``"training"``); loaders ignore them.
 
     The in/out channels, feature size and affine-norm flag are taken from the model's own
-    weights, so the stored metadata always matches them.
+    weights, and the Swin-UNETR variant from its patch-merging layers, so the stored metadata
+    always matches them.
     """
+    from .networks_legacy import variant_of
+
     if not isinstance(metadata, CheckpointMetadata):
         metadata = CheckpointMetadata.from_dict(metadata)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    inferred = _network_spec(metadata.network).infer(state)
-    metadata = dataclasses.replace(metadata, **inferred)
+    spec = _network_spec(metadata.network)
+    inferred = spec.infer(state)
+    # The variant is read off the network itself, so a checkpoint always says how it was computed.
+    variant = variant_of(model) if spec.variants else None
+    metadata = dataclasses.replace(metadata, **inferred, variant=variant, format_version=CHECKPOINT_FORMAT_VERSION)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        torch.save({**dict(extra or {}), "state_dict": state, "swinbob": metadata.to_dict()}, tmp)
+        torch.save({**dict(extra or {}), "state_dict": state, "swinbob": metadata.to_dict(provenance=False)}, tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -325,35 +365,20 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
 def read_checkpoint_file(path: str | os.PathLike) -> Any:
     """``torch.load`` with ``weights_only=True``: tensors and plain containers only, never code.
 
+    ``argparse.Namespace`` (the UK_BOB trainer's ``args``: plain data) is the one class allowed.
+
     Raises:
         FileNotFoundError: no such file.
         ValueError: empty or corrupt file, or one that would need to unpickle objects or code.
     """
+    from .checkpoints import safe_load
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: the checkpoint file is empty")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        reason = _unpickling_reason(str(error))
-        if reason is None:
-            raise ValueError(f"{path}: not a readable PyTorch checkpoint (corrupt or not a torch.save file)") from None
-        raise ValueError(f"{path}: refused to load: the checkpoint contains pickled objects or code "
-                         f"that a safe (weights_only) load does not allow ({reason}). Re-save it "
-                         "as a plain state dict: torch.save(model.state_dict(), path)") from None
-    except (RuntimeError, EOFError, OSError) as error:
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({error})") from None
-
-
-def _unpickling_reason(message: str) -> str | None:
-    """The offending global/class named by torch's weights-only unpickler, or None for plain corruption."""
-    for line in message.splitlines():
-        lowered = line.lower()
-        if "global" in lowered or "unsupported class" in lowered or "reduce" in lowered:
-            return line.strip()
-    return None
+    return safe_load(path, str(path))
 
 
 def extract_state_dict(obj: Any, network: str = "swinunetr", source: str = "checkpoint") -> dict:
@@ -417,68 +442,260 @@ def convert_head(state_dict: dict, metadata: CheckpointMetadata, network: str = 
     return converted
 
 
-def _stored_metadata(obj: Any, source: str) -> CheckpointMetadata | None:
-    """The checkpoint's own metadata, or None for a plain state dict."""
-    if isinstance(obj, Mapping) and isinstance(obj.get("swinbob"), Mapping):
-        metadata = CheckpointMetadata.from_dict(obj["swinbob"], source)
-        if metadata.format_version > CHECKPOINT_FORMAT_VERSION:
-            raise ValueError(f"{source}: checkpoint format version {metadata.format_version} is newer "
-                             f"than this SwinBOB reads ({CHECKPOINT_FORMAT_VERSION}); update SwinBOB")
-        return metadata
-    return None
+#: Fields a SwinBOB format-1 file could not hold; their values then follow from the format.
+_FORMAT1_IMPLIED = {"activation": "softmax", "overlap": None}
+#: The order in which schemes are tried for a head whose scheme the file does not name.
+_SCHEME_PREFERENCE = ("ukbob", "btcv", "brats")
+
+
+def _file_values(file, source: str) -> tuple[dict, dict, dict]:
+    """``(values, sources, notes)`` the file itself states: SwinBOB metadata, or UK_BOB args / bundle."""
+    if file.kind != "swinbob":
+        return dict(file.told), dict.fromkeys(file.told, file.told_by), dict(file.notes)
+    stored = CheckpointMetadata.from_dict(file.stored, source)
+    if stored.format_version > CHECKPOINT_FORMAT_VERSION:
+        raise ValueError(f"{source}: checkpoint format version {stored.format_version} is newer "
+                         f"than this SwinBOB reads ({CHECKPOINT_FORMAT_VERSION}); update SwinBOB")
+    known = {f.name for f in dataclasses.fields(CheckpointMetadata)} - {"sources", "notes"}
+    values = {k: getattr(stored, k) for k in known if k in file.stored}
+    sources, notes = dict.fromkeys(values, "metadata"), {}
+    if stored.format_version < 2:
+        for key, value in _FORMAT1_IMPLIED.items():
+            values[key], sources[key] = value, "metadata"
+            notes[key] = "implied by SwinBOB checkpoint format 1"
+        if values.get("network", "swinunetr") == "swinunetr":
+            values["variant"], sources["variant"] = "fixed", "assumed"
+            notes["variant"] = ("SwinBOB checkpoint format 1 does not record the variant; SwinBOB trained "
+                                "with MONAI >= 1.5 ('fixed' patch merging)")
+    return values, sources, notes
+
+
+def _take(values: dict, sources: dict, new: Mapping[str, Any], source: str) -> None:
+    """Set ``new`` values (skipping None) as coming from ``source``."""
+    for key, value in new.items():
+        if value is not None:
+            values[key], sources[key] = value, source
+
+
+def _assume(values: dict, sources: dict, notes: dict, key: str, value: Any, note: str) -> None:
+    """Fill ``key`` with an assumed ``value`` unless the file or the caller said it."""
+    if key not in values:
+        values[key], sources[key], notes[key] = value, "assumed", note
+
+
+def _resolve_head(values: dict, sources: dict, notes: dict, source: str) -> None:
+    """Scheme, layout and activation of the output head from what is known and its channel count."""
+    from .heads import REGION_HEADS
+
+    count = int(values["out_channels"])
+    if "scheme" not in values:
+        scheme, why = _scheme_for_channels(count, values.get("activation"), source)
+        _assume(values, sources, notes, "scheme", scheme, why)
+    scheme = get_scheme(values["scheme"]).name
+    values["scheme"] = scheme
+    region = REGION_HEADS.get(scheme)
+    sigmoid = values.get("activation") == "sigmoid" or (
+        "activation" not in values and region is not None and count == region.num_channels)
+    if sigmoid:
+        _resolve_region_head(values, sources, notes, count, source)
+        return
+    _assume(values, sources, notes, "activation", "softmax", "one class per voxel (a softmax head)")
+    try:
+        layout = layout_for_channels(count, scheme)
+    except ValueError as error:
+        raise ValueError(f"{source}: output head: {error}; choose the scheme with --scheme") from None
+    if "layout" in values and values["layout"] != layout.kind:
+        warnings.warn(f"{source}: metadata says layout '{values['layout']}' but the head has {count} "
+                      f"channels ({layout.kind}); using {layout.kind}")
+        values["layout"] = layout.kind
+    if scheme == "ukbob" and layout.kind == "compact":
+        _assume(values, sources, notes, "layout", "compact",
+                "72 channels: compact layout (channel c >= 20 holds label c + 1); the UK_BOB code defines none")
+    if "layout" not in values:  # the channel count tells the layout: it is read off the weights
+        values["layout"], sources["layout"] = layout.kind, "weights"
+        notes["layout"] = f"{count} channels: the {layout.kind} layout of {scheme}"
+
+
+def _resolve_region_head(values, sources, notes, count: int, source: str) -> None:
+    from .heads import region_head
+
+    head = region_head(values["scheme"])
+    if count != head.num_channels:
+        raise ValueError(f"{source}: a sigmoid head of scheme '{values['scheme']}' has {head.num_channels} "
+                         f"region channels ({', '.join(head.regions)}), this one has {count}")
+    _assume(values, sources, notes, "activation", "sigmoid",
+            f"{count} channels: {values['scheme']} regions {', '.join(head.regions)} (sigmoid)")
+    values["layout"] = "regions"
+    sources.setdefault("layout", sources["activation"])
+
+
+def _scheme_for_channels(count: int, activation: str | None, source: str) -> tuple[str, str]:
+    """The label scheme a head of ``count`` channels most plausibly has, and why."""
+    from .heads import REGION_HEADS
+
+    candidates = []
+    for name in (*_SCHEME_PREFERENCE, *sorted(set(available_schemes()) - set(_SCHEME_PREFERENCE))):
+        if activation != "softmax" and name in REGION_HEADS and REGION_HEADS[name].num_channels == count:
+            candidates.append((name, f"{count} output channels: the {name} sigmoid region head"))
+        if activation != "sigmoid" and count in {channel_layout(name, k).num_channels for k in ("compact", "full")}:
+            candidates.append((name, f"{count} output channels: the only scheme with that many is {name}"))
+    if not candidates:
+        sizes = ", ".join(f"{n} {channel_layout(n).num_channels}" for n in available_schemes())
+        raise ValueError(f"{source}: output head: {count} output channels match no label scheme ({sizes}); "
+                         "choose one with --scheme")
+    if len(candidates) > 1:
+        others = ", ".join(n for n, _ in candidates[1:])
+        return candidates[0][0], f"{count} output channels: {candidates[0][0]} (also fits {others}; use --scheme)"
+    return candidates[0]
+
+
+def _resolve_variant(values: dict, sources: dict, notes: dict, network: str) -> None:
+    from .networks_legacy import DEFAULT_VARIANT, VARIANTS
+
+    if not _network_spec(network).variants:
+        values["variant"] = None
+        sources.pop("variant", None)
+        return
+    _assume(values, sources, notes, "variant", DEFAULT_VARIANT,
+            "the file does not say; every published Swin-UNETR was trained with MONAI < 1.5")
+    if values["variant"] not in VARIANTS:
+        raise ValueError(f"unknown Swin-UNETR variant '{values['variant']}'; available: {', '.join(VARIANTS)}")
+
+
+def _resolve_preprocessing(values: dict, sources: dict, notes: dict, given: Mapping[str, Any]) -> None:
+    """Intensity, spacing, ROI, overlap and modality: the file's, the caller's, or assumed defaults."""
+    from .checkpoints import SCHEME_MODALITY
+
+    defaults = CheckpointMetadata()
+    if "intensity" in given and "intensity_params" not in given:
+        values.pop("intensity_params", None)  # the file's parameters belong to its own intensity mode
+    _assume(values, sources, notes, "intensity", defaults.intensity, "MRI percentile scaling to [0, 1]")
+    _assume(values, sources, notes, "intensity_params",
+            defaults.intensity_params if values["intensity"] == "percentile" else {},
+            f"defaults of '{values['intensity']}'")
+    _assume(values, sources, notes, "target_spacing_mm", None, "the scan's own grid")
+    _assume(values, sources, notes, "roi_size", defaults.roi_size, "Swin-UNETR's 96^3 training patch")
+    _assume(values, sources, notes, "overlap", None, "the library default (0.25)")
+    _assume(values, sources, notes, "modality", SCHEME_MODALITY.get(values["scheme"]),
+            f"what '{values['scheme']}' models are trained on")
 
 
 def load_checkpoint(path: str | os.PathLike, **overrides) -> tuple[torch.nn.Module, CheckpointMetadata]:
-    """Load a checkpoint safely into a freshly built network.
+    """Load a checkpoint safely into a freshly built network, exactly as it was trained.
 
     Args:
-        path: a file from :func:`save_checkpoint`, a plain state dict, or a MONAI/Lightning-style
-            wrapper, with a compact (72) or full (73) channel UKBOB head.
-        **overrides: metadata fields to override (e.g. ``roi_size=32``, ``target_spacing_mm=...``).
+        path: a SwinBOB checkpoint, a plain state dict, a UK_BOB trainer dict (with or without
+            ``args``/``optimizer``/``scheduler``), a Lightning checkpoint, or a MONAI bundle
+            (folder or zip); see :mod:`SwinBOBLib.checkpoints`.
+        **overrides: metadata fields to set (e.g. ``scheme="btcv"``, ``variant="fixed"``,
+            ``roi_size=32``, ``target_spacing_mm=...``); None values are ignored.
 
     Returns:
-        ``(model, metadata)``: the model in eval mode on the CPU with the compact head, and the
-        effective metadata (``layout`` is "compact" after conversion).
+        ``(model, metadata)``: the model in eval mode on the CPU, and the effective metadata with
+        :attr:`CheckpointMetadata.sources` saying where each value came from. The model maps
+        ``(B, in_channels, D, H, W)`` to logits ``(B, out_channels, D, H, W)``: for UKBOB in the
+        compact layout (a 73-channel head is converted), for other schemes in the checkpoint's
+        own channel order (``metadata.layout``).
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: unreadable file, pickled code, a state dict of another network or shape (the
-            message names the first wrong key and both shapes), inconsistent metadata.
+            message names the first wrong key and both shapes), a head no scheme fits, inconsistent metadata.
     """
+    model, metadata, _ = _load(path, **overrides)
+    return model, metadata
+
+
+def _load(path, **overrides):
+    """:func:`load_checkpoint`, also returning the :class:`checkpoints.CheckpointFile`."""
+    from .checkpoints import read_checkpoint
+
     source = str(path)
-    obj = read_checkpoint_file(path)
-    stored = _stored_metadata(obj, source)
-    metadata = stored or CheckpointMetadata()
-    network = metadata.network
-    state_dict = extract_state_dict(obj, network, source)
-    inferred = _network_spec(network).infer(state_dict)
-    stored_layout = metadata.layout if stored else None
-    metadata = dataclasses.replace(metadata, **inferred)
-    metadata = dataclasses.replace(metadata, layout=_head_layout(metadata, stored_layout, source).kind)
-    metadata = dataclasses.replace(metadata, **{k: v for k, v in overrides.items() if v is not None})
-    state_dict = convert_head(state_dict, metadata, network)
-    compact = channel_layout(metadata.scheme, "compact").num_channels
-    metadata = dataclasses.replace(metadata, layout="compact", out_channels=compact)
-    model = build_model(metadata.feature_size, metadata.in_channels, compact, metadata.affine_norm, network,
-                        metadata.roi_size)
+    file = read_checkpoint(path)
+    values, sources, notes = _file_values(file, source)
+    network = overrides.get("network") or values.get("network", "swinunetr")
+    state_dict = extract_state_dict(file.payload, network, source)
+    _take(values, sources, {"network": network}, sources.get("network", "assumed"))
+    _warn_size_mismatch(values, _network_spec(network).infer(state_dict), source)
+    _take(values, sources, _network_spec(network).infer(state_dict), "weights")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    _take(values, sources, given, "option")
+    _resolve_head(values, sources, notes, source)
+    _resolve_variant(values, sources, notes, network)
+    _resolve_preprocessing(values, sources, notes, given)
+    metadata = CheckpointMetadata.from_dict(values, source)
+    if metadata.scheme == "ukbob" and metadata.layout == "full":
+        state_dict = convert_head(state_dict, metadata, network)
+        metadata = dataclasses.replace(metadata, layout="compact", out_channels=channel_layout("ukbob").num_channels)
+        notes["layout"] = "73-channel full head converted to the compact layout"
+    metadata = dataclasses.replace(metadata, sources=sources, notes=notes)
+    model = build_model(metadata.feature_size, metadata.in_channels, metadata.out_channels, metadata.affine_norm,
+                        network, metadata.roi_size, metadata.variant)
     check_state_dict(model, state_dict, source)
     model.load_state_dict(state_dict, strict=True)
     if metadata.contrasts is not None and len(metadata.contrasts) != metadata.in_channels:
         raise ValueError(f"{source}: metadata lists {len(metadata.contrasts)} contrasts "
                          f"{metadata.contrasts} for a network with {metadata.in_channels} input channels")
-    return model.eval(), metadata
+    return model.eval(), metadata, file
 
 
-def _head_layout(metadata: CheckpointMetadata, stored_layout: str | None, source: str):
-    """The channel layout the head's row count denotes; refuses a count that fits none."""
-    try:
-        layout = layout_for_channels(metadata.out_channels, metadata.scheme)
-    except ValueError as error:
-        raise ValueError(f"{source}: output head: {error}") from None
-    if stored_layout is not None and stored_layout != layout.kind:
-        warnings.warn(f"{source}: metadata says layout '{stored_layout}' but the head has "
-                      f"{metadata.out_channels} channels ({layout.kind}); using {layout.kind}")
-    return layout
+def describe_checkpoint(path: str | os.PathLike, **overrides) -> dict:
+    """What :func:`load_checkpoint` makes of a file, as a JSON-able summary (CLI, Slicer panel).
+
+    Args:
+        path: any file or bundle :func:`load_checkpoint` reads; ``overrides`` as there.
+
+    Returns:
+        ``{"path", "format", "file", "network", "variant", "variant_description", "feature_size",
+        "in_channels", "out_channels", "scheme", "layout", "activation", "channels", "contrasts",
+        "modality", "preprocessing", "parameters", "etta_parameters", "etta_tensors", "name",
+        "description", "demo", "sources", "notes"}``: ``preprocessing`` is
+        :func:`checkpoints.preprocessing_record` (each value with its source), ``channels`` the
+        label (or region) of every output channel, ``etta_parameters`` the number of scalars ETTA
+        adapts (normalisation affine weights and biases).
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`load_checkpoint`.
+    """
+    from .checkpoints import preprocessing_record
+    from .etta import adaptable_parameters
+    from .networks_legacy import VARIANTS
+
+    model, metadata, file = _load(path, **overrides)
+    adaptable = adaptable_parameters(model)
+    return {"path": str(path), "format": file.kind, "file": _plain_details(file.details),
+            "network": metadata.network, "variant": metadata.variant,
+            "variant_description": VARIANTS.get(metadata.variant) if metadata.variant else None,
+            "feature_size": metadata.feature_size, "in_channels": metadata.in_channels,
+            "out_channels": metadata.out_channels, "scheme": metadata.scheme, "layout": metadata.layout,
+            "activation": metadata.activation, "channels": _channel_names(metadata),
+            "contrasts": list(metadata.contrasts) if metadata.contrasts else None, "modality": metadata.modality,
+            "preprocessing": preprocessing_record(metadata), "parameters": count_parameters(model),
+            "etta_parameters": int(sum(p.numel() for p in adaptable)), "etta_tensors": len(adaptable),
+            "name": metadata.name, "description": metadata.description, "demo": bool(metadata.demo),
+            "sources": dict(metadata.sources), "notes": dict(metadata.notes)}
+
+
+def _channel_names(metadata: CheckpointMetadata) -> list[str]:
+    if metadata.activation == "sigmoid":
+        from .heads import region_head
+
+        return list(region_head(metadata.scheme).regions)
+    scheme = get_scheme(metadata.scheme)
+    return ["background" if v == 0 else scheme.name_of(v) if v in scheme.structures else "unused"
+            for v in channel_layout(metadata.scheme, metadata.layout).labels]
+
+
+def _plain_details(details: Mapping[str, Any]) -> dict:
+    return {k: (v if isinstance(v, (str, int, float, bool)) or v is None else str(v)) for k, v in details.items()}
+
+
+def _warn_size_mismatch(told: Mapping[str, Any], inferred: Mapping[str, Any], source: str) -> None:
+    """The weights decide the sizes; say so when the file's own record disagrees."""
+    for key in ("feature_size", "in_channels", "out_channels"):
+        if key in told and key in inferred and int(told[key]) != int(inferred[key]):
+            warnings.warn(f"{source}: the file records {key}={told[key]} but its weights have {inferred[key]}; "
+                          "using the weights'")
 
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:

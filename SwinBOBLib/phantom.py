@@ -1252,11 +1252,18 @@ def write_cohort(output_dir, n: int = 1, size="tiny", seed: int = 0, corrupt: bo
 
     Raises:
         ValueError: n < 1, unknown size, fraction outside [0, 1].
+        FileExistsError: ``output_dir`` already holds a dataset (``dataset.json`` or its folders),
+            which would be overwritten case by case.
     """
     from .io import Image, save_image, save_labelmap
 
     _check_cohort_args(n, size, corrupt_fraction)
     root = Path(output_dir)
+    existing = [name for name in ("dataset.json", "imagesTr", "labelsTr", "labelsClean", "corruptions")
+                if (root / name).exists()]
+    if existing:
+        raise FileExistsError(f"{root}: already holds a dataset ({', '.join(existing)}); refusing to overwrite "
+                              "it, choose a new or empty folder")
     n_bad = 0 if not corrupt else min(n, max(int(round(corrupt_fraction * n)), int(corrupt_fraction > 0)))
     corrupted = set(np.random.default_rng([int(seed), 11]).permutation(n)[:n_bad].tolist())
     cases = []

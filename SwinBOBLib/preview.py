@@ -49,7 +49,8 @@ def _panels(volume: np.ndarray, centre, spacing):
 
 def render_preview(image: Image, path: str | os.PathLike, labels: np.ndarray | None = None,
                    scheme: str = "ukbob", heatmap: np.ndarray | None = None,
-                   heatmap_label: str = "entropy", title: str | None = None) -> Path:
+                   heatmap_label: str = "entropy", title: str | None = None,
+                   notice: str | None = None, legend_max: int = 24) -> Path:
     """Write a PNG with the three orthogonal views through the labelled region.
 
     Args:
@@ -57,7 +58,11 @@ def render_preview(image: Image, path: str | os.PathLike, labels: np.ndarray | N
         path: PNG to write (atomically).
         labels: optional label map on the image's grid, ``(X, Y, Z)``, in ``scheme``.
         heatmap: optional values in [0, 1] on the same grid (e.g. normalised entropy), drawn as a
-            second row with a colour bar.
+            second row with a colour bar (numbered 0 to 1).
+        title: the figure title (e.g. the input file).
+        notice: a line under the title in orange, e.g. which model produced the labels and that it
+            is a demo model.
+        legend_max: at most this many structures in the legend (the largest in the shown slices).
     """
     import matplotlib
 
@@ -80,6 +85,7 @@ def render_preview(image: Image, path: str | os.PathLike, labels: np.ndarray | N
     rows = 2 if ras_heat is not None else 1
     fig, axes = plt.subplots(rows, 3, figsize=(12, 4.4 * rows), squeeze=False, facecolor="black")
     sources = [("scan", ras_labels)] + ([("heat", ras_heat)] if ras_heat is not None else [])
+    shown_counts: dict[int, int] = {}
     for row, (kind, overlay) in enumerate(sources):
         views = zip(_panels(volume, centre, ras.spacing),
                     _panels(overlay, centre, ras.spacing) if overlay is not None else [None] * 3)
@@ -88,15 +94,23 @@ def render_preview(image: Image, path: str | os.PathLike, labels: np.ndarray | N
             ax.imshow(plane, cmap="gray", origin="lower", aspect=aspect, vmin=low, vmax=high)
             if kind == "scan" and over is not None and colors is not None:
                 ax.imshow(colors[over[1]], origin="lower", aspect=aspect)
+                values, counts = np.unique(over[1], return_counts=True)
+                for value, count in zip(values.tolist(), counts.tolist()):
+                    if value:
+                        shown_counts[value] = shown_counts.get(value, 0) + count
             elif kind == "heat":
                 shown = ax.imshow(np.ma.masked_less(over[1], 0.02), cmap="inferno", origin="lower",
                                   aspect=aspect, vmin=0, vmax=1, alpha=0.8)
                 if col == 2:
-                    fig.colorbar(shown, ax=ax, fraction=0.04).set_label(heatmap_label, color="white")
+                    _colorbar(fig, shown, ax, heatmap_label)
             _annotate(ax, name, edges)
+    legend_rows = _legend(fig, shown_counts, colors, scheme, legend_max)
     if title:
-        fig.suptitle(title, color="white")
-    fig.tight_layout()
+        fig.suptitle(title, color="white", y=0.995)
+    if notice:
+        fig.text(0.5, 0.955, notice, color="orange", ha="center", va="top", fontsize=10, wrap=True)
+    bottom = min(0.35, 0.03 * legend_rows * 2 / rows) if legend_rows else 0.0
+    fig.tight_layout(rect=(0, bottom, 1, 0.92 if notice else 0.96))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
@@ -104,6 +118,33 @@ def render_preview(image: Image, path: str | os.PathLike, labels: np.ndarray | N
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def _colorbar(fig, mappable, ax, label: str) -> None:
+    bar = fig.colorbar(mappable, ax=ax, fraction=0.04, ticks=[0, 0.25, 0.5, 0.75, 1.0])
+    bar.set_label(label, color="white")
+    bar.ax.tick_params(colors="white", labelsize=9)
+
+
+def _legend(fig, counts: dict[int, int], colors, scheme: str, limit: int) -> int:
+    """A legend of the structures in the shown slices (largest first); returns its row count."""
+    if not counts or colors is None:
+        return 0
+    from matplotlib.patches import Patch
+
+    from .labels import get_scheme
+
+    structures = get_scheme(scheme).structures
+    order = sorted(counts, key=lambda v: -counts[v])
+    handles = [Patch(facecolor=colors[v, :3], edgecolor="none",
+                     label=f"{v} {structures[v].display_name if v in structures else f'(not in {scheme})'}")
+               for v in order[:limit]]
+    if len(order) > limit:
+        handles.append(Patch(facecolor="black", edgecolor="none", label=f"+ {len(order) - limit} more"))
+    columns = 4
+    fig.legend(handles=handles, loc="lower center", ncol=columns, fontsize=8, frameon=False,
+               labelcolor="white", handlelength=1.2, columnspacing=1.0)
+    return -(-len(handles) // columns)
 
 
 def _annotate(ax, name: str, edges) -> None:

@@ -38,7 +38,7 @@ from .progress import ProgressWriter, StopFlag
 
 #: Options a resumed run may change; any other difference from the saved config is refused.
 RESUMABLE_OVERRIDES = ("epochs", "max_steps", "device", "num_workers", "val_every", "checkpoint_every",
-                       "progress")
+                       "progress", "cpu_amp")
 
 
 @dataclass
@@ -75,10 +75,13 @@ class TrainConfig:
     affine_norm: bool = True  # affine InstanceNorms in the decoder (ETTA can adapt them)
     init_checkpoint: str | None = None  # fine-tune from these weights (a new head if the scheme differs)
     amp: bool = True  # bf16/fp16 autocast on CUDA
+    cpu_amp: bool = False  # bf16 autocast on CPU (about 1.7x faster where the CPU has AVX512-BF16/AMX)
     device: str = "auto"  # auto, cuda, cpu, mps
     num_workers: int = 0  # data-loading processes (0: in the training process)
     cache: str = "memory"  # preprocessed cases cached in "memory", on "disk" (RUNDIR/cache) or "none"
     progress: bool = True  # tqdm bar on stderr
+    synthesis: str = "off"  # "labels": images rendered from the label maps (SynthSeg-style), see synth.py
+    synthesis_options: dict = field(default_factory=dict)  # SynthesisConfig fields (ranges); {} = defaults
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -113,10 +116,28 @@ def check_config(config: TrainConfig, source: str = "config") -> TrainConfig:
         raise ValueError(f"{source}: cache must be memory, disk or none, got '{config.cache}'")
     if config.max_steps is not None and config.max_steps < 1:
         raise ValueError(f"{source}: max_steps must be at least 1, got {config.max_steps}")
+    _check_synthesis(config, source)
     if config.batch_size % config.crops_per_volume and config.batch_size > config.crops_per_volume:
         raise ValueError(f"{source}: batch_size {config.batch_size} must be a multiple of "
                          f"crops_per_volume {config.crops_per_volume}")
     return config
+
+
+def _check_synthesis(config: TrainConfig, source: str) -> None:
+    from .synth import SYNTHESIS_MODES, SynthesisConfig
+
+    if config.synthesis not in SYNTHESIS_MODES:
+        raise ValueError(f"{source}: synthesis must be one of {', '.join(SYNTHESIS_MODES)}, got '{config.synthesis}'")
+    if not isinstance(config.synthesis_options, Mapping):
+        raise ValueError(f"{source}: synthesis_options must be a mapping of SynthesisConfig fields, "
+                         f"got {config.synthesis_options!r}")
+    SynthesisConfig.from_dict(config.synthesis_options, f"{source}: synthesis_options")
+    if config.synthesis != "off" and config.intensity != "percentile":
+        raise ValueError(f"{source}: synthesis renders MRI-like images normalised by percentiles; "
+                         f"intensity must be 'percentile', got '{config.intensity}'")
+    if config.synthesis != "off" and config.contrasts:
+        raise ValueError(f"{source}: a synthesis model takes one channel of any contrast; drop contrasts "
+                         f"{list(config.contrasts)}")
 
 
 def crops_and_volumes(config: TrainConfig) -> tuple[int, int]:
@@ -156,12 +177,17 @@ def nearest_resample(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 def model_metadata(config: TrainConfig, in_channels: int) -> CheckpointMetadata:
     """Checkpoint metadata of a model trained with ``config``."""
     layout = labels.channel_layout(config.scheme, "compact")
+    training = {"synthesis": config.synthesis, "seed": config.seed}
+    if config.synthesis != "off":
+        from .synth import SynthesisConfig
+
+        training["synthesis_options"] = SynthesisConfig.from_dict(config.synthesis_options).to_dict()
     return CheckpointMetadata(network=config.network, scheme=config.scheme, layout="compact",
                               in_channels=in_channels, out_channels=layout.num_channels,
                               contrasts=tuple(config.contrasts) if config.contrasts else None,
                               target_spacing_mm=config.target_spacing_mm, intensity=config.intensity,
                               feature_size=config.feature_size, roi_size=config.roi_size,
-                              affine_norm=config.affine_norm)
+                              affine_norm=config.affine_norm, training=training)
 
 
 def load_case_image(case: Case) -> io.Image:
@@ -174,9 +200,9 @@ def prepare_case(case: Case, dataset_scheme: str, metadata: CheckpointMetadata) 
     image = load_case_image(case)
     tensor, prepared = preprocess(image, metadata, InferenceConfig())
     source = io.load_labelmap(case.label, scheme=dataset_scheme)
-    if source.spatial_shape != image.spatial_shape or not np.allclose(source.affine, image.affine, atol=1e-3):
-        raise ValueError(f"{case.label}: label grid {source.spatial_shape} differs from its image "
-                         f"{case.images[0]} {image.spatial_shape} (or their affines differ)")
+    difference = io.grid_difference(source, image)
+    if difference:
+        raise ValueError(f"{case.label}: the label map's grid differs from its image {case.images[0]}: {difference}")
     mapped = labels.remap(source.array, dataset_scheme, metadata.scheme)
     ras, _ = io.reorient(io.Image(mapped, source.affine), "RAS")
     grid = nearest_resample(ras.array, prepared.model_shape)
@@ -184,14 +210,45 @@ def prepare_case(case: Case, dataset_scheme: str, metadata: CheckpointMetadata) 
     return {"image": tensor[0].numpy(), "label": channels[None].astype(np.int16), "case_id": case.case_id}
 
 
-class _PrepareCase:
-    """MONAI-cacheable transform: ``{"index": i}`` -> the prepared arrays of case ``i``."""
+def prepare_generation_case(case: Case, dataset_scheme: str, metadata: CheckpointMetadata,
+                            tissue_classes: int = 4) -> dict:
+    """One case for synthesis mode: ``gen`` ``(1, X, Y, Z)`` int16 generation labels on the RAS model
+    grid (see :func:`SwinBOBLib.synth.generation_labels`); the image, when the case has one, only
+    splits the unlabelled body into tissue classes."""
+    from .inference import model_grid, resample
+    from .synth import generation_labels
 
-    def __init__(self, cases: Sequence[Case], dataset_scheme: str, metadata: CheckpointMetadata):
+    source = io.load_labelmap(case.label, scheme=dataset_scheme)
+    mapped = labels.remap(source.array, dataset_scheme, metadata.scheme)
+    ras, _ = io.reorient(io.Image(mapped, source.affine), "RAS")
+    shape, _ = model_grid(ras.spatial_shape, ras.spacing, metadata.target_spacing_mm)
+    grid = nearest_resample(ras.array, shape)
+    image = None
+    if case.images and tissue_classes > 0:
+        loaded = load_case_image(case)
+        difference = io.grid_difference(source, loaded)
+        if difference:
+            raise ValueError(f"{case.label}: the label map's grid differs from its image {case.images[0]}: {difference}")
+        ras_image, _ = io.reorient(io.select_channels(loaded, [0]) if loaded.num_channels > 1 else loaded, "RAS")
+        values = torch.from_numpy(np.asarray(ras_image.array, np.float32))[None, None]
+        image = resample(values, shape)[0, 0].numpy()
+    return {"gen": generation_labels(grid, image, tissue_classes)[None], "case_id": case.case_id}
+
+
+class _PrepareCase:
+    """MONAI-cacheable transform: ``{"index": i}`` -> the prepared arrays of case ``i`` (generation
+    labels in synthesis mode)."""
+
+    def __init__(self, cases: Sequence[Case], dataset_scheme: str, metadata: CheckpointMetadata,
+                 tissue_classes: int | None = None):
         self.cases, self.dataset_scheme, self.metadata = list(cases), dataset_scheme, metadata
+        self.tissue_classes = tissue_classes
 
     def __call__(self, item: Mapping) -> dict:
-        return prepare_case(self.cases[int(item["index"])], self.dataset_scheme, self.metadata)
+        case = self.cases[int(item["index"])]
+        if self.tissue_classes is not None:
+            return prepare_generation_case(case, self.dataset_scheme, self.metadata, self.tissue_classes)
+        return prepare_case(case, self.dataset_scheme, self.metadata)
 
 
 def make_dataset(cases: Sequence[Case], dataset_scheme: str, metadata: CheckpointMetadata,
@@ -200,7 +257,12 @@ def make_dataset(cases: Sequence[Case], dataset_scheme: str, metadata: Checkpoin
     from monai.data import CacheDataset, Dataset as MonaiDataset, PersistentDataset
     from monai.transforms import Compose
 
-    steps = [_PrepareCase(cases, dataset_scheme, metadata)] + ([augment] if augment is not None else [])
+    tissue = None
+    if config.synthesis != "off":
+        from .synth import SynthesisConfig
+
+        tissue = SynthesisConfig.from_dict(config.synthesis_options).tissue_classes
+    steps = [_PrepareCase(cases, dataset_scheme, metadata, tissue)] + ([augment] if augment is not None else [])
     transform = Compose(steps)
     items = [{"index": i, "case": c.case_id} for i, c in enumerate(cases)]
     if config.cache == "memory":
@@ -298,11 +360,16 @@ class Trainer:
         if self.device.type == "cuda" and self.ctx.world_size > 1:
             self.device = torch.device("cuda", self.ctx.local_rank)
         self.splits = self._load_or_make_split()
-        probe = load_case_image(self.splits["train"][0])
+        synthetic = config.synthesis != "off"
+        imageless = [c.case_id for c in dataset.cases if not c.images]
+        if imageless and not synthetic:
+            raise ValueError(f"{dataset.source}: cases {imageless[:3]} have label maps but no images; train on "
+                             "label maps alone with --synthesis labels")
+        probe = None if synthetic else load_case_image(self.splits["train"][0])
         contrasts = list(config.contrasts) if config.contrasts else None
-        in_channels = len(contrasts) if contrasts else probe.num_channels
+        in_channels = 1 if synthetic else len(contrasts) if contrasts else probe.num_channels
         self.metadata = model_metadata(config, in_channels)
-        if contrasts is None and probe.channel_names and in_channels > 1:
+        if probe is not None and contrasts is None and probe.channel_names and in_channels > 1:
             self.metadata = dataclasses.replace(self.metadata, contrasts=tuple(probe.channel_names))
         self.layout = labels.channel_layout(config.scheme, "compact")
         self.state = TrainState()
@@ -334,7 +401,10 @@ class Trainer:
     def _build_model(self) -> torch.nn.Module:
         torch.manual_seed(self.config.seed)
         m = self.metadata
-        model = build_model(m.feature_size, m.in_channels, m.out_channels, m.affine_norm, m.network, m.roi_size)
+        # Fine-tuning keeps the patch-merging order the weights were trained with (MONAI < 1.5 or not).
+        variant = pretrained_variant(self.config.init_checkpoint) if self.config.init_checkpoint else None
+        model = build_model(m.feature_size, m.in_channels, m.out_channels, m.affine_norm, m.network, m.roi_size,
+                            variant=variant)
         if self.config.init_checkpoint:
             load_pretrained(model, self.config.init_checkpoint, self.config.scheme)
         return model.to(self.device)
@@ -350,6 +420,10 @@ class Trainer:
     def _loss(self):
         from monai.losses import DiceCELoss
 
+        if self.config.synthesis != "off":
+            from .synth import IGNORE
+
+            return MaskedDiceCELoss(IGNORE)
         return DiceCELoss(to_onehot_y=True, softmax=True)
 
     def _tensorboard(self):
@@ -369,8 +443,16 @@ class Trainer:
 
         c = self.config
         crops, volumes = crops_and_volumes(c)
-        augment = training_transforms(self.layout, (c.roi_size,) * 3, crops, c.flip_prob,
-                                      c.lateral_flip, c.rotate90_prob, c.intensity_shift)
+        if c.synthesis != "off":
+            from .synth import SynthesisConfig, synthesis_transforms
+
+            spacing = c.target_spacing_mm or (1.0, 1.0, 1.0)
+            augment = synthesis_transforms(self.layout, (c.roi_size,) * 3, crops, spacing,
+                                           SynthesisConfig.from_dict(c.synthesis_options), c.intensity,
+                                           self.metadata.intensity_params)
+        else:
+            augment = training_transforms(self.layout, (c.roi_size,) * 3, crops, c.flip_prob,
+                                          c.lateral_flip, c.rotate90_prob, c.intensity_shift)
         data = make_dataset(augment_cases, self.dataset.scheme, self.metadata, c, self.run_dir, augment)
         sampler = DistributedSampler(data, num_replicas=self.ctx.world_size, rank=self.ctx.rank,
                                      shuffle=True, seed=c.seed)
@@ -417,11 +499,13 @@ class Trainer:
     def _step(self, batch: Mapping) -> float:
         images = batch["image"].to(self.device, non_blocking=True)
         targets = batch["label"].to(self.device, non_blocking=True).long()
-        amp = self.config.amp and self.device.type == "cuda"
-        dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+        cuda_amp = self.config.amp and self.device.type == "cuda"
+        cpu_amp = self.config.cpu_amp and self.device.type == "cpu"
+        dtype = torch.bfloat16 if cpu_amp or (cuda_amp and torch.cuda.is_bf16_supported()) else torch.float16
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=self.device.type, dtype=dtype, enabled=amp):
-            loss = self.loss(self.network(images), targets)
+        with torch.autocast(device_type=self.device.type, dtype=dtype, enabled=cuda_amp or cpu_amp):
+            logits = self.network(images)
+        loss = self.loss(logits.float(), targets)  # the loss in float32 whatever the autocast
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
@@ -477,22 +561,38 @@ class Trainer:
         config = InferenceConfig(overlap=self.config.val_overlap, amp=self.config.amp)
         scores, shown = [], None
         self.model.eval()
-        for case in cases:
-            prepared = prepare_case(case, self.dataset.scheme, self.metadata)
+        for index, case in enumerate(cases):
+            prepared = self._validation_case(index, case)
             image = torch.from_numpy(prepared["image"])[None]
             probs, _ = predict_probabilities(self.model, image, (self.config.roi_size,) * 3, config, self.device)
             predicted = probs[0].argmax(0).cpu().numpy()
             reference = prepared["label"][0]
+            known = reference != prepared.get("ignore", -1)  # tissue the label map does not name
+            predicted, reference = np.where(known, predicted, 0), np.where(known, reference, 0)
             present = sorted(set(np.unique(reference).tolist()) | set(np.unique(predicted).tolist()) - {0})
             scores.append(float(np.mean([dice(predicted == c, reference == c) for c in present])) if present else 1.0)
             shown = shown or (prepared["image"], reference, predicted)
         self._log_validation_slices(shown)
         return float(np.mean(scores))
 
+    def _validation_case(self, index: int, case: Case) -> dict:
+        """Validation arrays; in synthesis mode an image rendered from the label map with a fixed seed
+        per case, so model selection sees synthetic data only and is comparable between epochs."""
+        if self.config.synthesis == "off":
+            return prepare_case(case, self.dataset.scheme, self.metadata)
+        from .synth import IGNORE, SynthesisConfig, synthesize_volume
+
+        options = SynthesisConfig.from_dict(self.config.synthesis_options)
+        gen = prepare_generation_case(case, self.dataset.scheme, self.metadata, options.tissue_classes)["gen"][0]
+        image, label = synthesize_volume(gen, self.layout, self.config.seed + 7919 * index, options,
+                                         self.config.intensity, self.metadata.intensity_params)
+        return {"image": image, "label": label[None], "ignore": IGNORE}
+
     def _log_validation_slices(self, shown) -> None:
         if self.tensorboard is None or shown is None:
             return
         image, reference, predicted = shown
+        reference = np.where(reference < self.layout.num_channels, reference, 0)
         k = int(np.argwhere(reference > 0)[:, 2].mean()) if reference.any() else reference.shape[2] // 2
         colors = _channel_colors(self.layout)
         gray = np.repeat(np.clip(image[0, :, :, k], 0, 1)[..., None], 3, axis=-1)
@@ -546,6 +646,13 @@ class Trainer:
         self.state.history.append(entry)
         if val_dice is not None:
             self.writer.emit("validation", epoch=self.state.epoch, global_step=self.state.global_step, dice=val_dice)
+            if self.config.progress and self.ctx.main:  # shown as it happens, not only in the final summary
+                from tqdm import tqdm
+
+                import sys
+
+                tqdm.write(f"epoch {self.state.epoch + 1}/{self.config.epochs}: validation Dice {val_dice:.4f} "
+                           f"(best {max(val_dice, self.state.best_dice):.4f})", file=sys.stderr)
             if self.tensorboard is not None:
                 self.tensorboard.add_scalar("val/dice", val_dice, self.state.global_step)
         no_validation = not self.splits["val"]
@@ -571,6 +678,27 @@ class Trainer:
         return summary
 
 
+class MaskedDiceCELoss(torch.nn.Module):
+    """Dice + cross-entropy (as MONAI's DiceCELoss) over the voxels whose target is not ``ignore``.
+
+    ``forward(logits (B, C, ...), target (B, 1, ...) int)``; the Dice part is MONAI's MaskedDiceLoss.
+    """
+
+    def __init__(self, ignore: int):
+        super().__init__()
+        from monai.losses import MaskedDiceLoss
+
+        self.ignore = int(ignore)
+        self.dice = MaskedDiceLoss(to_onehot_y=True, softmax=True)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mask = target != self.ignore
+        clean = torch.where(mask, target, torch.zeros_like(target))
+        dice = self.dice(logits, clean, mask=mask.to(logits.dtype))
+        ce = torch.nn.functional.cross_entropy(logits, target[:, 0].long(), ignore_index=self.ignore)
+        return dice + (ce if torch.isfinite(ce) else ce.new_zeros(()))
+
+
 def _progress_bar(enabled: bool, initial: int, total: int):
     from tqdm import tqdm
 
@@ -588,6 +716,12 @@ def _channel_colors(layout) -> np.ndarray:
 
 def _write_json(path: Path, data) -> None:
     io.write_text_atomic(path, json.dumps(data, indent=2, default=str))
+
+
+def pretrained_variant(path: str | os.PathLike) -> str | None:
+    """The Swin-UNETR patch-merging variant of the checkpoint a run fine-tunes from (None otherwise)."""
+    _, metadata = load_checkpoint(path)
+    return getattr(metadata, "variant", None)
 
 
 def load_pretrained(model: torch.nn.Module, path: str | os.PathLike, scheme: str) -> None:
@@ -653,7 +787,7 @@ def train(config: TrainConfig | Mapping[str, Any] | None, dataset: str | os.Path
         _write_json(run_dir / "config.json", config.to_dict())
     target = progress_file if progress_file is not None else run_dir / "progress.jsonl"
     with ProgressWriter(target if int(os.environ.get("RANK", "0")) == 0 else None) as writer, \
-            (stop or StopFlag()) as flag:
+            (stop if stop is not None else StopFlag()) as flag:
         try:
             return Trainer(config, data, run_dir, writer, flag).run()
         except Exception as error:
@@ -678,7 +812,7 @@ _CLI_OPTIONS = {
     "crops_per_volume": int, "lr": float, "weight_decay": float, "network": str, "device": str,
     "scheme": str, "dataset_scheme": str, "subset_fraction": float, "lateral_flip": str,
     "init_checkpoint": str, "num_workers": int, "cache": str, "seed": int, "val_every": int,
-    "checkpoint_every": int, "restart_epochs": int, "intensity": str,
+    "checkpoint_every": int, "restart_epochs": int, "intensity": str, "synthesis": str,
 }
 
 
@@ -758,4 +892,16 @@ _HELP = {
     "lateral_flip": "swap (default: left-right flips swap paired labels), off or plain",
     "init_checkpoint": "fine-tune from this checkpoint (new head for another scheme)",
     "cache": "memory (default), disk or none",
+    "lr": "AdamW learning rate (default 1e-4, the paper's)", "weight_decay": "AdamW weight decay (default 1e-5)",
+    "val_every": "validate (mean Dice on the val split) every N epochs (default 1)",
+    "checkpoint_every": "also write RUNDIR/last.pt every N optimisation steps (default 100; always at epoch ends)",
+    "restart_epochs": "epochs between cosine warm restarts of the learning rate (default 200)",
+    "crops_per_volume": "random crops drawn from each loaded volume (default 4, at most --batch-size)",
+    "num_workers": "data-loading processes (default 0: in the training process)",
+    "seed": "seeds the split, sampling, augmentation and initialisation (default 0)",
+    "intensity": "percentile (default, MRI), ct_window (CT) or none",
+    "synthesis": "off (default: train on the dataset's images) or labels (render every training image from "
+                 "its label map with random contrast, shape, resolution and field of view, SynthSeg-style; "
+                 "images only split the unlabelled body into tissue classes); ranges via "
+                 "--set synthesis_options={...}",
 }

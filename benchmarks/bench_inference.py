@@ -7,7 +7,11 @@ Each mode runs in its own process so peak memory is measured cleanly:
 * ``swinbob``: :func:`SwinBOBLib.inference.segment_image` end to end on the in-memory scan
   (preprocessing, bf16 autocast on GPU, probabilities, entropy, back onto the input grid).
 * ``swinbob_lowmem``: the same on the low-memory path (probabilities on the CPU in float16).
-* ``etta``: ``segment_image`` with ETTA at its default settings (adaptation + final pass).
+* ``etta``: ``segment_image`` with ETTA at its default settings (first whole-scan pass, adaptation,
+  second whole-scan pass = the segmentation).
+
+Each row gives wall seconds and CPU seconds (all threads); on a shared machine compare the CPU
+seconds, or wall times of runs made back to back.
 
 Same model, ROI, overlap, sw-batch size and Gaussian blending everywhere. Random weights: speed
 and memory do not depend on training. GPU defaults follow the paper (48 features, 96^3 windows)
@@ -95,6 +99,7 @@ def run_child(args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     baseline = torch.cuda.memory_allocated(device) / 1e9 if device.type == "cuda" else _current_rss_gb()
     start = time.perf_counter()
+    cpu_start = time.process_time()  # CPU seconds of all threads: steadier than wall time on a shared machine
     extra = {}
     if args.child == "plain":
         tensor, _ = inference.preprocess(image, meta, inference.InferenceConfig())
@@ -109,12 +114,15 @@ def run_child(args) -> dict:
         result = inference.segment_image(image, model, meta, config, EttaConfig(sw_batch_size=args.sw_batch_size))
         extra = {k: result.stats.get(k) for k in ("low_memory", "oom_fallback", "windows", "amp")}
         if "etta" in result.stats:
-            extra["etta_s"] = result.stats["etta"]["time_s"]
+            stats = result.stats["etta"]
+            extra.update(etta_s=stats["time_s"], etta_adaptation_s=stats.get("adaptation_s"),
+                         entropy_before=stats["entropy_before"], entropy_after=stats["entropy_after"])
     if device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     peak = _peak_memory_gb(device)
-    return {"mode": args.child, "time_s": elapsed, "peak_memory_gb": peak, "added_memory_gb": peak - baseline,
+    return {"mode": args.child, "time_s": elapsed, "cpu_s": cpu, "peak_memory_gb": peak, "added_memory_gb": peak - baseline,
             "memory_kind": "GPU allocated" if device.type == "cuda" else "process RSS", **extra}
 
 
@@ -176,6 +184,9 @@ def _summarise(rows) -> dict:
         out["speedup_vs_plain_fp32"] = times["plain"] / times["swinbob"]
     if "swinbob" in times and "etta" in times:
         out["etta_over_inference"] = times["etta"] / times["swinbob"]
+    cpu = {r["mode"]: r["cpu_s"] for r in rows if "cpu_s" in r}
+    if "swinbob" in cpu and "etta" in cpu:
+        out["etta_over_inference_cpu_time"] = cpu["etta"] / cpu["swinbob"]
     if "plain" in times and "etta" in times:
         out["etta_over_plain_fp32"] = times["etta"] / times["plain"]
     return out

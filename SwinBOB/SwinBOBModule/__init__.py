@@ -2,13 +2,15 @@
 
 * :mod:`.logic`: :class:`~.logic.SwinBOBLogic`, the public API (no Qt).
 * :mod:`.nodes`: MRML nodes <-> SwinBOBLib images, label maps and tables.
-* :mod:`.jobs`: the background ``swinbob segment`` process and its JSON-lines progress.
+* :mod:`.jobs`: background processes (``swinbob segment``, train, benchmark), their JSON-lines
+  progress, and Cancel / Stop of their whole process tree.
 * :mod:`.parameters`: the parameter node (GUI state) and its mapping onto the library's configs.
 * :mod:`.dependencies`: torch (PyTorch extension) and MONAI & co. (pip) in Slicer's Python.
 * :mod:`.rendering`: a slice view (background, entropy overlay, labels) to PNG without the GUI.
+* :mod:`.review`, :mod:`.correction`, :mod:`.launcher`: QC review, manual correction, training and
+  benchmark jobs.
 * :mod:`.selftests`: test bodies shared by pytest (slicer-core) and SwinBOBTest (the application).
-
-Nothing here imports ``qt``; the widget in ``SwinBOB.py`` is the only Qt code.
+* :mod:`.widget`, :mod:`.workflowpanels`: the panel, the only Qt code (with ``SwinBOB.py``).
 """
 
 import os

@@ -162,6 +162,25 @@ def updateDatasetJson(datasetDir, imageEntry: str, labelEntry: str, channelNames
     return swinbob_io.write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
+def checkCaseId(caseId: str) -> str:
+    """``caseId`` if it is a safe file stem (letters, digits, ``_-.``, not only dots), else ValueError."""
+    if not caseId or set(caseId) <= {"."} or any(not (ch.isalnum() or ch in "_-.") for ch in caseId):
+        raise ValueError(f"case id {caseId!r}: use letters, digits, '_', '-' or '.'")
+    return caseId
+
+
+def datasetFolder(path, requireAbsolute: bool = True) -> Path:
+    """The dataset folder a path names; ValueError for an empty one (it would mean the current
+    working folder: Slicer's, ``/`` on macOS) and, from the panel, for a relative one."""
+    text = str(path or "").strip()
+    if not text or text == ".":
+        raise ValueError("choose a dataset folder for the corrected labels (none is set)")
+    if requireAbsolute and not Path(text).is_absolute():
+        raise ValueError(f"dataset folder {text!r}: choose a full path (a relative one would land in Slicer's "
+                         "working folder)")
+    return Path(text)
+
+
 def saveCorrection(corrected: swinbob_io.Image, datasetDir, caseId: str, sourceImagePath,
                    sourceLabelPath=None, reviewer: str = "", automatic: np.ndarray | None = None,
                    scheme: str = "ukbob") -> dict:
@@ -178,8 +197,8 @@ def saveCorrection(corrected: swinbob_io.Image, datasetDir, caseId: str, sourceI
     Raises:
         ValueError: bad case id, or the label map is not on the source image's grid.
     """
-    if not caseId or any(not (ch.isalnum() or ch in "_-.") for ch in caseId):
-        raise ValueError(f"case id {caseId!r}: use letters, digits, '_', '-' or '.'")
+    checkCaseId(caseId)
+    datasetFolder(datasetDir, requireAbsolute=False)
     sourceImagePath = Path(sourceImagePath)
     source = swinbob_io.load_image(sourceImagePath)
     array = swinbob_io.as_label_array(np.asarray(corrected.array), caseId)
@@ -220,3 +239,27 @@ def saveCorrectionFromSegmentation(segmentationNode, referenceVolumeNode, scene,
     ``referenceVolumeNode`` must hold the source image's grid (as loaded from ``sourceImagePath``)."""
     corrected = ukbobLabelmapFromSegmentation(segmentationNode, referenceVolumeNode, scene)
     return saveCorrection(corrected, datasetDir, caseId, sourceImagePath, sourceLabelPath, reviewer, automatic)
+
+
+def saveCorrectionFromResult(segmentationNode, volumeNode, scene, datasetDir, caseId: str, reviewer: str = "",
+                             automatic: np.ndarray | None = None) -> dict:
+    """Save a corrected Segment result (no source file needed): the input volume node is written as
+    ``imagesTr/CASE.nii.gz`` (its exact voxels and geometry), the segments as its label map.
+
+    Args:
+        segmentationNode: the result, as edited in the Segment Editor.
+        volumeNode: the input volume it was computed on (its grid is the label map's).
+        automatic: the ``(I, J, K)`` label map the model produced (``SegmentationResult.labels``),
+            for the agreement and the edited structures; None records neither.
+    Raises:
+        ValueError: empty dataset folder, bad case id, a segment that is no UKBOB structure.
+    """
+    from . import nodes
+
+    checkCaseId(caseId)
+    root = datasetFolder(datasetDir, requireAbsolute=False)
+    corrected = ukbobLabelmapFromSegmentation(segmentationNode, volumeNode, scene)
+    imagePath = root / "imagesTr" / f"{caseId}.nii.gz"
+    imagePath.parent.mkdir(parents=True, exist_ok=True)
+    swinbob_io.save_image(nodes.imageFromVolumeNode(volumeNode), imagePath)
+    return saveCorrection(corrected, root, caseId, imagePath, None, reviewer, automatic)

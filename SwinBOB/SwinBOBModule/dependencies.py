@@ -8,7 +8,10 @@ decisions are tested without Slicer and without installing anything.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import re
+import subprocess
 from typing import Callable, Sequence
 
 #: torch requirement handed to PyTorchUtils.
@@ -24,7 +27,21 @@ PIP_REQUIREMENTS = (
     ("tqdm", "tqdm>=4.60"),
     ("yaml", "pyyaml>=6.0"),
     ("matplotlib", "matplotlib>=3.7"),
+    ("psutil", "psutil>=5.9"),  # Cancel / Stop end the job's whole process tree
 )
+#: Oldest torch the library works with, as (major, minor); older ones are offered an upgrade.
+TORCH_MINIMUM = (2, 3)
+#: Oldest Slicer the module runs in: vtkSegment.SetTerminology / vtkMRMLColorNode.SetTerminology
+#: appeared in 5.10, and 5.8 ships Python 3.9 while SwinBOBLib needs 3.10.
+MINIMUM_SLICER = (5, 10)
+
+
+def slicerVersionProblem(major: int, minor: int) -> str | None:
+    """The message for a Slicer older than :data:`MINIMUM_SLICER`, or None when it is new enough."""
+    if (int(major), int(minor)) >= MINIMUM_SLICER:
+        return None
+    return (f"SwinBOB needs 3D Slicer {MINIMUM_SLICER[0]}.{MINIMUM_SLICER[1]} or newer; this is Slicer "
+            f"{major}.{minor}. Install a current Slicer from download.slicer.org.")
 
 
 class DependencyError(RuntimeError):
@@ -37,6 +54,25 @@ def _pyTorchUtilsLogic():
     except ImportError:
         return None
     return PyTorchUtils.PyTorchUtilsLogic()
+
+
+def installedTorchVersion() -> str | None:
+    """The installed torch's version string (``"2.1.0+cu118"``), or None; read without importing it."""
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def versionTuple(version: str) -> tuple[int, ...]:
+    """``"2.1.0+cu118"`` -> ``(2, 1, 0)``: the leading numeric release parts."""
+    numbers = []
+    for part in re.split(r"[.+]", version):
+        match = re.match(r"\d+", part)
+        if match is None:
+            break
+        numbers.append(int(match.group()))
+    return tuple(numbers)
 
 
 def _slicerPipInstall(requirements: str) -> None:
@@ -54,62 +90,96 @@ class DependencyInstaller:
         torchLogicFactory: returns a ``PyTorchUtilsLogic`` or None when the PyTorch extension is absent.
         isImportable: ``name -> bool`` (default: ``importlib.util.find_spec``).
         log: progress messages.
+        torchVersion: ``() -> version string or None`` of the installed torch (default: its metadata).
     """
 
     def __init__(self, confirm: Callable[[str], bool], pipInstall: Callable[[str], None] | None = None,
                  torchLogicFactory: Callable[[], object] | None = None,
-                 isImportable: Callable[[str], bool] | None = None, log: Callable[[str], None] = print):
+                 isImportable: Callable[[str], bool] | None = None, log: Callable[[str], None] = print,
+                 torchVersion: Callable[[], str | None] | None = None):
         self.confirm = confirm
         self.pipInstall = pipInstall or _slicerPipInstall
         self.torchLogicFactory = torchLogicFactory or _pyTorchUtilsLogic
         self.isImportable = isImportable or (lambda name: importlib.util.find_spec(name) is not None)
         self.log = log
+        self.torchVersion = torchVersion or installedTorchVersion
+
+    def torchTooOld(self) -> str | None:
+        """The installed torch's version when it is older than :data:`TORCH_MINIMUM`, else None."""
+        if not self.isImportable("torch"):
+            return None
+        version = self.torchVersion()
+        return version if version and versionTuple(version)[:2] < TORCH_MINIMUM else None
 
     def missingPackages(self) -> list[str]:
         """pip requirements of the packages that cannot be imported (torch not included)."""
         return [requirement for name, requirement in PIP_REQUIREMENTS if not self.isImportable(name)]
 
     def ready(self) -> bool:
-        return self.isImportable("torch") and not self.missingPackages()
+        return self.isImportable("torch") and not self.torchTooOld() and not self.missingPackages()
 
     def ensure(self) -> bool:
-        """Install what is missing, after asking once. Returns True when everything is importable.
+        """Install what is missing (and upgrade a too old torch), after asking once. Returns True
+        when everything is importable.
 
         Raises:
-            DependencyError: the user declined, the PyTorch extension is missing, or torch failed to install.
+            DependencyError: the user declined, the PyTorch extension is missing, or an installation
+                failed (the message names what failed and how; no traceback reaches the user).
         """
         missing = self.missingPackages()
-        needTorch = not self.isImportable("torch")
+        oldTorch = self.torchTooOld()
+        needTorch = not self.isImportable("torch") or oldTorch is not None
         if not missing and not needTorch:
             return True
         torchLogic = self.torchLogicFactory() if needTorch else None
         if needTorch and torchLogic is None:
-            raise DependencyError("SwinBOB needs PyTorch. Install the 'PyTorch' extension from the Extensions "
+            what = f"PyTorch {TORCH_REQUIREMENT} (installed: {oldTorch})" if oldTorch else "PyTorch"
+            raise DependencyError(f"SwinBOB needs {what}. Install the 'PyTorch' extension from the Extensions "
                                   "Manager, restart Slicer, and try again.")
-        listed = (["torch (through the PyTorch extension)"] if needTorch else []) + missing
+        torchLine = (f"torch{TORCH_REQUIREMENT} (upgrade from {oldTorch}, through the PyTorch extension)" if oldTorch
+                     else "torch (through the PyTorch extension)")
+        listed = ([torchLine] if needTorch else []) + missing
         if not self.confirm("SwinBOB needs these Python packages, which are not installed in Slicer yet:\n\n  "
-                            + "\n  ".join(listed) + "\n\nInstall them now? This can take several minutes."):
+                            + "\n  ".join(listed) + "\n\nInstall them now? This can take several minutes."
+                            + ("\nSlicer must be restarted after a torch upgrade." if oldTorch else "")):
             raise DependencyError(f"Not installed (declined): {', '.join(listed)}")
         if needTorch:
             self.installTorch(torchLogic)
         if missing:
             self.log(f"Installing {' '.join(missing)} ...")
-            self.pipInstall(" ".join(missing))
+            self._run(lambda: self.pipInstall(" ".join(missing)), " ".join(missing))
         importlib.invalidate_caches()
         still = self.missingPackages() + ([] if self.isImportable("torch") else ["torch"])
         if still:
             raise DependencyError(f"Installation finished but these are still missing: {', '.join(still)}")
+        if oldTorch and self.torchTooOld():
+            raise DependencyError(f"torch was upgraded from {oldTorch}; restart Slicer to use the new version.")
         self.log("SwinBOB dependencies are installed.")
         return True
 
+    @staticmethod
+    def _run(install: Callable[[], object], what: str):
+        """Run one installation; a failed pip (``CalledProcessError``) or a network or disk error
+        becomes a DependencyError naming what failed."""
+        try:
+            return install()
+        except subprocess.CalledProcessError as error:
+            command = " ".join(map(str, error.cmd)) if isinstance(error.cmd, (list, tuple)) else str(error.cmd)
+            raise DependencyError(f"Installing {what} failed (exit status {error.returncode} of `{command}`); "
+                                  "see the Python console for pip's messages. Check the network connection "
+                                  "and the disk space, then try again.") from error
+        except OSError as error:
+            raise DependencyError(f"Installing {what} failed: {error}") from error
+
     def installTorch(self, torchLogic) -> None:
         self.log("Installing PyTorch through the PyTorch extension (this can take several minutes) ...")
-        if torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT) is None:
+        installed = self._run(lambda: torchLogic.installTorch(askConfirmation=False,
+                                                              torchVersionRequirement=TORCH_REQUIREMENT),
+                              f"torch{TORCH_REQUIREMENT}")
+        if installed is None:
             raise DependencyError("PyTorch could not be installed; see the PyTorch extension's module for details.")
 
 
 def requirementNames(requirements: Sequence[str]) -> set[str]:
     """Project names of pip requirement strings (``"monai>=1.4"`` -> ``"monai"``), lower case."""
-    import re
-
     return {re.split(r"[<>=!~\[; ]", r.strip(), maxsplit=1)[0].lower() for r in requirements if r.strip()}

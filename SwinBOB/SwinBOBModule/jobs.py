@@ -12,7 +12,23 @@ The child writes one JSON object per line on stdout (``--progress-json -``, writ
 Lines that are not JSON (a library printing its summary) are kept as log text. Two reader threads
 move stdout and stderr into queues, so :meth:`BackgroundJob.poll` never blocks: the widget calls
 it from a ``qt.QTimer`` and Slicer stays responsive; scripts and tests call :meth:`wait`.
-Nothing here touches Qt or MRML.
+
+Stopping ends the whole process tree. Inside Slicer ``sys.executable`` is PythonSlicer, a CTK
+launcher that starts ``python-real`` as its child and forwards no signal, so ending the launcher
+alone would leave the real job running (SlicerMONAIAuto3DSeg kills the children with psutil for
+the same reason). :meth:`BackgroundJob.cancel` therefore
+
+1. asks for a clean stop: it creates the job's stop file (``SWINBOB_STOP_FILE`` in the child's
+   environment; ``swinbob train`` and ``benchmark`` check it between steps, which is the only
+   graceful channel on Windows, where ``terminate()`` is TerminateProcess) and, on POSIX, sends
+   SIGTERM to every process of the tree except the workers a process started from its own program
+   (DataLoader workers: their parent ends them, and a SIGTERM to them would turn a clean stop into
+   a "worker exited unexpectedly" crash);
+2. after the grace period kills every process of the tree that is still there (psutil), children
+   of children included, and returns once they are gone.
+
+On Windows the child starts in a new process group with no console window, as
+``slicer.util.launchConsoleProcess`` starts its processes. Nothing here touches Qt or MRML.
 """
 
 from __future__ import annotations
@@ -20,8 +36,10 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -33,8 +51,13 @@ from typing import Callable, Sequence
 RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
 #: Human-readable names of the progress stages.
 STAGE_TITLES = {"etta": "Adapting (ETTA)", "sliding_window": "Segmenting"}
-#: Seconds cancel() waits after terminate() before kill().
+#: Seconds cancel() waits after the clean-stop request before killing the process tree.
 CANCEL_GRACE_S = 5.0
+#: Seconds between two scans of the job's process tree while it runs.
+TREE_SCAN_INTERVAL_S = 1.0
+#: Environment variable naming the file whose existence asks a job to stop cleanly
+#: (read by :class:`SwinBOBLib.progress.StopFlag`).
+STOP_FILE_ENV = "SWINBOB_STOP_FILE"
 
 
 def pythonExecutable() -> str:
@@ -114,6 +137,9 @@ class BackgroundJob:
     def __init__(self, command: Sequence[str], env: dict | None = None, cwd=None,
                  popen: Callable = subprocess.Popen, onEvent: Callable[[dict], None] | None = None):
         self.command = [str(c) for c in command]
+        self.stopFile = Path(tempfile.mkdtemp(prefix="SwinBOB-job-")) / "stop"
+        env = dict(os.environ if env is None else env)
+        env[STOP_FILE_ENV] = str(self.stopFile)
         self.status = JobStatus()
         self.events: list[dict] = []
         self.log: deque = deque(maxlen=200)
@@ -121,13 +147,17 @@ class BackgroundJob:
         self.onEvent = onEvent
         self.returncode: int | None = None
         self._cancelled = False
+        self._killed = False
         self._cancelRequestedAt: float | None = None
+        self._known: dict = {}  # pid -> psutil.Process of every process of the tree seen so far
+        self._treeSeenAt = 0.0
         self._stdout: queue.Queue = queue.Queue()
         self._stderr: queue.Queue = queue.Queue()
         self._open = 2
         self.startTime = time.monotonic()
         self.process = popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                             env=env, cwd=cwd, text=True, encoding="utf-8", errors="replace", bufsize=1)
+                             env=env, cwd=cwd, text=True, encoding="utf-8", errors="replace", bufsize=1,
+                             **platformOptions())
         for stream, sink in ((self.process.stdout, self._stdout), (self.process.stderr, self._stderr)):
             threading.Thread(target=_pump, args=(stream, sink), daemon=True).start()
 
@@ -137,11 +167,18 @@ class BackgroundJob:
         """Take in whatever the child wrote, update :attr:`status`; never blocks."""
         self._drain(self._stdout, self._onStdout)
         self._drain(self._stderr, self.stderr.append)
-        if (self._cancelRequestedAt is not None and self.process.poll() is None
-                and time.monotonic() - self._cancelRequestedAt > self.cancelGrace):
-            self.process.kill()
+        now = time.monotonic()
+        if self.status.state == RUNNING and now - self._treeSeenAt > TREE_SCAN_INTERVAL_S:
+            self._treeSeenAt = now
+            self._tree()  # remember the job's processes while they can still be found
+        if (self._cancelRequestedAt is not None and not self._killed
+                and now - self._cancelRequestedAt > self.cancelGrace):
+            self._killed = True
+            self._killAll()
         if self.status.state == RUNNING and self._open == 0:
             self.returncode = self.process.wait()
+            if self._cancelled:  # the launcher may be gone while its children still run
+                self._killAll()
             self._finish()
         return self.status
 
@@ -182,6 +219,7 @@ class BackgroundJob:
             status.message = str(event.get("message", "error"))
 
     def _finish(self) -> None:
+        self.cleanupFiles()
         status = self.status
         if self._cancelled:
             status.state, status.message = CANCELLED, "Cancelled"
@@ -218,18 +256,149 @@ class BackgroundJob:
 
     cancelGrace = CANCEL_GRACE_S
 
+    def _tree(self) -> list:
+        """psutil processes of the job: the child, its descendants, and any seen before that are
+        still alive (a launcher that exited leaves its children to init, out of reach of
+        ``children()``)."""
+        psutil = _psutil()
+        if psutil is None:
+            return []
+        try:
+            root = psutil.Process(self.process.pid)
+            found = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            found = []
+        for known in list(self._known.values()):
+            try:
+                if known.is_running():
+                    found += known.children(recursive=True)
+            except psutil.Error:
+                pass
+        for proc in found:
+            self._known.setdefault(proc.pid, proc)
+        return [proc for proc in self._known.values() if _alive(proc)]
+
     def requestCancel(self, grace: float | None = None) -> None:
-        """Ask the child to stop without waiting (the GUI's Cancel): terminate now (SIGTERM; the
-        library stops between steps); a later :meth:`poll` kills it after ``grace`` seconds."""
+        """Ask the job to stop without waiting (the GUI's Cancel / Stop): the stop file and SIGTERM
+        now (see the module's docstring); a later :meth:`poll` kills the whole process tree once
+        ``grace`` seconds have passed."""
         if grace is not None:
             self.cancelGrace = grace
-        if self.process.poll() is None and self._cancelRequestedAt is None:
-            self._cancelled = True
-            self._cancelRequestedAt = time.monotonic()
+        if self._cancelRequestedAt is not None or self.finished:
+            return
+        if self.process.poll() is not None and not self._tree():
+            return  # already over; poll() reads its result
+        self._cancelled = True
+        self._cancelRequestedAt = time.monotonic()
+        try:
+            self.stopFile.parent.mkdir(parents=True, exist_ok=True)
+            self.stopFile.touch()
+        except OSError:
+            pass
+        tree = self._tree()
+        if os.name == "nt":
+            return  # terminate() is TerminateProcess there: the stop file is the clean channel
+        if tree:
+            terminateTree(tree)
+        elif self.process.poll() is None:  # no psutil: the direct child only
             self.process.terminate()
 
+    def _killAll(self) -> None:
+        """Kill every process of the tree that is left and wait until all are gone."""
+        tree = self._tree()
+        if not tree and self.process.poll() is None:  # no psutil
+            self.process.kill()
+        killTree(tree, ownChild=self.process)
+
     def cancel(self, grace: float | None = None) -> JobStatus:
-        """Stop the child and wait for it: terminate, then kill after ``grace`` seconds. Returns
-        the final status (``cancelled``, or the job's own result if it had already ended)."""
+        """Stop the job and wait: the clean-stop request, then after ``grace`` seconds kill every
+        process of its tree. Returns once all of them are gone, with the final status
+        (``cancelled``, or the job's own result if it had already ended)."""
         self.requestCancel(grace)
-        return self.wait(timeout=self.cancelGrace + 10)
+        status = self.wait(timeout=self.cancelGrace + 10)
+        self._killAll()  # what is left: children that outlived their parent
+        return status
+
+    def cleanupFiles(self) -> None:
+        """Remove the job's stop-file folder."""
+        shutil.rmtree(self.stopFile.parent, ignore_errors=True)
+
+
+# --------------------------------------------------------------------- process trees
+
+
+def _psutil():
+    try:
+        import psutil
+    except ImportError:  # the panel installs it; scripts without it stop the direct child only
+        return None
+    return psutil
+
+
+def _alive(proc) -> bool:
+    psutil = _psutil()
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def platformOptions() -> dict:
+    """Popen options: on Windows no console window and a process group of its own (as
+    ``slicer.util.launchConsoleProcess`` hides its consoles); nothing elsewhere."""
+    if os.name != "nt":
+        return {}
+    info = subprocess.STARTUPINFO()
+    info.dwFlags |= subprocess.STARTF_USESHOWWINDOW
+    info.wShowWindow = 0  # SW_HIDE
+    return {"startupinfo": info,
+            "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
+
+
+def _program(proc) -> str | None:
+    try:
+        return proc.exe()
+    except Exception:  # psutil.Error, or no access
+        return None
+
+
+def terminateTree(processes) -> list:
+    """SIGTERM to each process whose parent is not in ``processes`` running the same program
+    (a worker started by its own program is ended by its parent). Returns those signalled."""
+    psutil = _psutil()
+    byPid = {proc.pid: proc for proc in processes}
+    signalled = []
+    for proc in processes:
+        try:
+            parent = byPid.get(proc.ppid())
+        except psutil.Error:
+            continue
+        if parent is not None and _program(parent) is not None and _program(parent) == _program(proc):
+            continue
+        try:
+            proc.terminate()
+            signalled.append(proc)
+        except psutil.Error:
+            pass
+    return signalled
+
+
+def killTree(processes, ownChild: subprocess.Popen | None = None, timeout: float = 10.0) -> None:
+    """Kill every process of ``processes`` (children first) and wait until they are gone.
+
+    ``ownChild`` (this process's own ``Popen``) is waited for through ``Popen.wait`` so that its
+    exit status stays readable; psutil would reap it.
+    """
+    psutil = _psutil()
+    if psutil is not None and processes:
+        for proc in reversed(processes):
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        others = [proc for proc in processes if ownChild is None or proc.pid != ownChild.pid]
+        _gone, alive = psutil.wait_procs(others, timeout=timeout)
+        if alive:
+            raise RuntimeError(f"processes {[p.pid for p in alive]} of the job did not end after kill")
+    if ownChild is not None and ownChild.poll() is None:
+        ownChild.wait(timeout)

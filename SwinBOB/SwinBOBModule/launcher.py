@@ -9,8 +9,10 @@ a progress bar and a log:
 * benchmark: ``start`` (``cases``), ``progress`` (``done``, ``total``, ``case``, ``mode``), then
   ``done`` / ``stopped``.
 
-Stop sends SIGTERM: training finishes its step, writes ``checkpoints/last.pt`` and exits with 130;
-the job then reads as :data:`~.jobs.CANCELLED`. :func:`jobResults` names what a finished job left
+Stop asks for a clean stop (the job's stop file, and SIGTERM on POSIX, to the launcher and the
+Python it starts, see :mod:`.jobs`): training finishes its step, writes ``checkpoints/last.pt`` and
+exits with 130; the job then reads as :data:`~.jobs.CANCELLED`. Whatever is left of the process tree
+after the grace period is killed. :func:`jobResults` names what a finished job left
 (best/last checkpoint, ``summary.md``) for the panel's "load" links. No Qt here.
 """
 
@@ -34,6 +36,7 @@ class TrainingOptions:
     dataset: str
     outdir: str
     initCheckpoint: str = ""  # fine-tune from this checkpoint
+    config: str = ""  # YAML/JSON file of TrainConfig options (``swinbob train --config``); flags override it
     epochs: int | None = None
     maxSteps: int | None = None
     device: str = "auto"
@@ -70,6 +73,9 @@ def trainCommand(options: TrainingOptions, python: str | None = None) -> list[st
     if options.initCheckpoint:
         _require(options.initCheckpoint, "starting checkpoint")
         command += ["--init-checkpoint", str(options.initCheckpoint)]
+    if options.config:
+        _require(options.config, "training config file")
+        command += ["--config", str(options.config)]
     for flag, value in (("--epochs", options.epochs), ("--max-steps", options.maxSteps)):
         if value is not None:
             if int(value) < 1:
@@ -144,6 +150,30 @@ def jobResults(kind: str, outdir) -> dict:
               "summary_json": "summary.json"} if kind == TRAIN else
              {"summary_md": "summary.md", "summary_json": "summary.json", "per_class_csv": "per_class.csv"})
     return {key: str(outdir / name) for key, name in names.items() if (outdir / name).exists()}
+
+
+def plannedTraining(options: TrainingOptions) -> str:
+    """What the training will run, for the panel: epochs and step limit, each with where it comes
+    from (the form, the config file, or ``swinbob train``'s default).
+
+    Raises:
+        ValueError: the config file cannot be read.
+    """
+    from SwinBOBLib.training import TrainConfig, load_config_file
+
+    fromFile = load_config_file(options.config) if options.config else {}
+    parts = []
+    for key, value, default in (("epochs", options.epochs, TrainConfig.epochs),
+                                ("max_steps", options.maxSteps, TrainConfig.max_steps)):
+        if value is not None:
+            chosen, source = value, "this form"
+        elif fromFile.get(key) is not None:
+            chosen, source = fromFile[key], Path(options.config).name
+        else:
+            chosen, source = default, "swinbob train's default"
+        if chosen is not None:
+            parts.append(f"{chosen} {'epochs' if key == 'epochs' else 'steps at most'} ({source})")
+    return "Will run " + ", ".join(parts) if parts else ""
 
 
 def startTraining(options: TrainingOptions, python: str | None = None, **kwargs) -> LibraryJob:

@@ -31,7 +31,7 @@ import slicer
 from SwinBOBLib import io as swinbob_io
 
 from . import jobs, nodes, resource_path
-from .parameters import SegmentationOptions
+from .parameters import INPUT_VOLUME_TYPES, SegmentationOptions
 
 #: Bundled files (Resources/...) used when no path is given.
 DEMO_CHECKPOINT = ("Models", "swinbob_demo.pt")
@@ -54,6 +54,8 @@ class SegmentationResult:
     inputNode: object
     stats: dict = field(default_factory=dict)
     messages: list = field(default_factory=list)
+    scheme: str = "ukbob"
+    labels: object = None  # the automatic (I, J, K) label map: what a correction is compared with
 
     @property
     def meanEntropy(self) -> float | None:
@@ -133,6 +135,17 @@ class SwinBOBLogic:
         except FileNotFoundError:
             return None
 
+    def defaultInputVolume(self):
+        """The first scan in the scene the panel can segment: a scalar or vector volume that is
+        neither a label map nor a result of this module (an entropy map); None when there is none."""
+        for className in INPUT_VOLUME_TYPES:
+            collection = self.scene.GetNodesByClass(className)
+            for index in range(collection.GetNumberOfItems()):
+                node = collection.GetItemAsObject(index)
+                if not node.IsA("vtkMRMLLabelMapVolumeNode") and not node.GetAttribute(nodes.ROLE_ATTRIBUTE):
+                    return node
+        return None
+
     def availableDevices(self) -> list[tuple[str, str]]:
         """``[(device, description)]``: auto, each CUDA GPU with its name and memory, the CPU."""
         torch = self._torch
@@ -189,6 +202,44 @@ class SwinBOBLogic:
         return self.loadResult(inputNode, result.labels, result.entropy, stats, bounds, scheme=metadata.scheme,
                                structures=result.stats.get("structures"), show=show)
 
+    # ----------------------------------------------------------------- what is loaded
+
+    def modelSummary(self, path: str = "") -> dict:
+        """What a checkpoint is, for the panel: ``{"path", "name", "demo", "description", "scheme",
+        "text"}`` (``text``: the lines to show; a demo model says so plainly).
+
+        Uses ``SwinBOBLib.model.describe_checkpoint`` where the library has it, else the metadata
+        of :func:`SwinBOBLib.model.load_checkpoint`. Raises what they raise for a bad file.
+        """
+        from SwinBOBLib import model as modelModule
+
+        checkpoint = self.checkpointPath(path)
+        describe = getattr(modelModule, "describe_checkpoint", None)
+        if describe is not None:
+            info = dict(describe(checkpoint))
+        else:
+            _model, metadata = self.loadModel(checkpoint)
+            info = {k: getattr(metadata, k, None) for k in ("name", "description", "demo", "network", "scheme",
+                                                             "in_channels", "out_channels", "contrasts",
+                                                             "target_spacing_mm")}
+        return {**info, "path": checkpoint, "text": describeModel(info, checkpoint)}
+
+    def boundsSummary(self, path: str = "") -> dict:
+        """What a SOLF bounds file is: ``{"path", "scheme", "n_samples", "cohort", "text"}``, or
+        ``{"path": None, "text": ...}`` when there are none. The ``cohort`` record (which cohort,
+        at what spacing) is read where the file has one."""
+        bounds = self.boundsPath(path)
+        if bounds is None:
+            return {"path": None, "text": "No SOLF bounds: verdicts read 'no bounds'."}
+        try:
+            data = json.loads(Path(bounds).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"SOLF bounds {bounds}: not readable as JSON ({error})") from error
+        data = data if isinstance(data, dict) else {}
+        cohort = data.get("cohort") if isinstance(data.get("cohort"), dict) else {}
+        info = {"path": bounds, "scheme": data.get("scheme"), "n_samples": data.get("n_samples"), "cohort": cohort}
+        return {**info, "text": describeBounds(info)}
+
     def startSegmentation(self, inputNode, options: SegmentationOptions | None = None, contrastNodes=(),
                           workdir=None, python: str | None = None) -> SegmentationRun:
         """Start ``swinbob segment`` on ``inputNode`` in a background process; returns at once.
@@ -202,15 +253,20 @@ class SwinBOBLogic:
         self.boundsPath(options.boundsPath)
         image = self.inputImage(inputNode, contrastNodes)
         keepFiles = workdir is not None
-        workdir = Path(workdir or tempfile.mkdtemp(prefix="SwinBOB-"))
-        workdir.mkdir(parents=True, exist_ok=True)
-        imagePath = swinbob_io.save_image(image, workdir / "input.nii")
-        outdir = workdir / "output"
         arguments = options.commandLineOptions()
         if options.contrast.strip():
             arguments[arguments.index("--contrast") + 1] = _contrastIndices(image, options.contrast)
-        command = jobs.segmentCommand(imagePath, outdir, checkpoint, arguments, python)
-        job = self._jobFactory(command, env=jobs.libraryEnvironment())
+        workdir = Path(workdir or tempfile.mkdtemp(prefix="SwinBOB-"))
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            imagePath = swinbob_io.save_image(image, workdir / "input.nii")
+            outdir = workdir / "output"
+            command = jobs.segmentCommand(imagePath, outdir, checkpoint, arguments, python)
+            job = self._jobFactory(command, env=jobs.libraryEnvironment())
+        except BaseException:
+            if not keepFiles:
+                shutil.rmtree(workdir, ignore_errors=True)
+            raise
         return SegmentationRun(job, inputNode, options, workdir, outdir, keepFiles=keepFiles)
 
     def finishSegmentation(self, run: SegmentationRun, show: bool = True) -> SegmentationResult:
@@ -219,23 +275,37 @@ class SwinBOBLogic:
         Raises:
             RuntimeError: the job failed or was cancelled (with its error message).
         """
-        status = run.job.poll()
-        if status.state != jobs.SUCCEEDED:
-            raise RuntimeError(f"Segmentation {status.state}: {status.message or run.job.errorText()}")
         try:
-            labels = swinbob_io.load_labelmap(_single(run.outdir, "labels"), scheme=None)
-            entropy = swinbob_io.load_image(_single(run.outdir, "entropy"))
-            report = json.loads((run.outdir / "report.json").read_text(encoding="utf-8"))
-            rows = _readOrgansCsv(run.outdir / "organs.csv")
-        except (OSError, ValueError) as error:
-            raise RuntimeError(f"Segmentation output in {run.outdir} is incomplete: {error}") from error
-        stats = _reportStats(report)
-        scheme = report.get("checkpoint", {}).get("metadata", {}).get("scheme", "ukbob")
-        result = self.loadResult(run.inputNode, labels, entropy, stats, self.boundsPath(run.options.boundsPath),
-                                 rows=rows, scheme=scheme, show=show)
+            status = run.job.poll()
+            if status.state != jobs.SUCCEEDED:
+                raise RuntimeError(f"Segmentation {status.state}: {status.message or run.job.errorText()}")
+            try:
+                labels = swinbob_io.load_labelmap(_single(run.outdir, "labels"), scheme=None)
+                entropy = swinbob_io.load_image(_single(run.outdir, "entropy"))
+                report = json.loads((run.outdir / "report.json").read_text(encoding="utf-8"))
+                rows = _readOrgansCsv(run.outdir / "organs.csv")
+            except (OSError, ValueError) as error:
+                raise RuntimeError(f"Segmentation output in {run.outdir} is incomplete: {error}") from error
+            stats = _reportStats(report)
+            scheme = reportScheme(report)
+            result = self.loadResult(run.inputNode, labels, entropy, stats, self.boundsPath(run.options.boundsPath),
+                                     rows=rows, scheme=scheme, show=show)
+            model = report.get("model") if isinstance(report.get("model"), dict) else {}
+            if model.get("demo"):
+                result.messages.insert(0, f"Demo model ({model.get('name') or 'bundled'}): "
+                                          "trained on synthetic data, not Swin-BOB; do not use the labels.")
+            return result
+        finally:
+            if run.job.finished:  # a run still going is left to the caller (poll, or discardRun)
+                self.discardRun(run)
+
+    def discardRun(self, run: SegmentationRun) -> None:
+        """Remove a run's working folder (it holds a full copy of the input) unless the caller chose
+        it; the job is cancelled first if it still runs. Safe to call more than once."""
+        if not run.job.finished:
+            run.job.cancel()
         if not run.keepFiles:
             shutil.rmtree(run.workdir, ignore_errors=True)
-        return result
 
     def loadResult(self, inputNode, labels: swinbob_io.Image, entropy: swinbob_io.Image, stats: dict,
                    boundsPath: str | None, rows=None, scheme: str = "ukbob", structures=None,
@@ -260,24 +330,30 @@ class SwinBOBLogic:
 
             rows = organ_rows(labels.array, entropy.array, reference.spacing, scheme, structures)
         tableNode = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(f"{base} organs"))
-        messages = self.fillOrganTable(tableNode, rows, boundsPath, stats)
+        messages = self.fillOrganTable(tableNode, rows, boundsPath, stats, scheme=scheme)
         nodes.placeBesideInput(inputNode, [segmentationNode, entropyNode, tableNode])
-        result = SegmentationResult(segmentationNode, entropyNode, tableNode, inputNode, stats, messages)
+        nodes.applyInputTransform(inputNode, [segmentationNode, entropyNode])
+        result = SegmentationResult(segmentationNode, entropyNode, tableNode, inputNode, stats, messages, scheme,
+                                    np.asarray(labels.array))
         if show:
             self.showResult(result)
         return result
 
     # ----------------------------------------------------------------- organ table
 
-    def fillOrganTable(self, tableNode, rows, boundsPath: str | None, stats: dict | None = None) -> list[str]:
+    def fillOrganTable(self, tableNode, rows, boundsPath: str | None, stats: dict | None = None,
+                       scheme: str = "ukbob") -> list[str]:
         """Fill ``tableNode`` with one row per present structure and its SOLF verdict.
+
+        ``scheme`` is the label scheme of the rows; bounds fitted on another scheme give no
+        verdicts (a label value means another structure there), with a message.
 
         ``rows`` are ``swinbob segment``'s organs.csv rows (dicts; strings or numbers); structures
         with 0 voxels are left out. Missing structures (absent here, present in >= 95 % of the
         cohort) are listed in ``stats["missing_structures"]``. Returns messages for the user.
         """
         present = [r for r in rows if _number(r.get("voxels", 1)) > 0]
-        verdicts, missing, messages = self.solfVerdicts(present, boundsPath)
+        verdicts, missing, messages = self.solfVerdicts(present, boundsPath, scheme)
         table = []
         for row in present:
             index = int(_number(row["index"]))
@@ -285,13 +361,14 @@ class SwinBOBLogic:
             table.append({**row, "index": index, "verdict": verdict, "out_of_range": ",".join(out)})
         nodes.fillOrganTable(tableNode, table)
         tableNode.SetAttribute("SwinBOB.Bounds", boundsPath or "")
+        tableNode.SetAttribute(nodes.ROLE_ATTRIBUTE, nodes.ORGAN_TABLE_ROLE)
         if stats is not None:
             stats["missing_structures"] = missing
         if missing:
             messages.append(f"Missing structures (present in >= 95 % of the cohort): {', '.join(missing)}")
         return messages
 
-    def solfVerdicts(self, rows, boundsPath: str | None):
+    def solfVerdicts(self, rows, boundsPath: str | None, scheme: str = "ukbob"):
         """``({label: (verdict, [out-of-range features])}, [missing names], [messages])``."""
         if boundsPath is None:
             return {}, [], ["No SOLF bounds: the bundled default bounds (Resources/SOLF/default_bounds.json) are "
@@ -300,6 +377,10 @@ class SwinBOBLogic:
         from SwinBOBLib.solf import SOLF_FEATURES, flag, load_bounds
 
         bounds = load_bounds(boundsPath)
+        if (bounds.scheme or "ukbob") != scheme:
+            return {}, [], [f"The SOLF bounds {Path(boundsPath).name} are for {bounds.scheme or 'ukbob'} labels and "
+                            f"this segmentation uses {scheme} labels: no SOLF verdicts (choose bounds fitted on "
+                            f"{scheme} label maps)."]
         features = {}
         for row in rows:
             values = {f: _number(row.get(f, "")) for f in SOLF_FEATURES}
@@ -318,25 +399,53 @@ class SwinBOBLogic:
 
     # ----------------------------------------------------------------- display
 
-    def showResult(self, result: SegmentationResult, show3D: bool = True) -> None:
-        """Input as background, entropy as a foreground overlay with a legend, segments in 2D and 3D."""
+    def showResult(self, result: SegmentationResult, show3D: bool = True, progress=None) -> None:
+        """Input as background, entropy as a foreground overlay with a legend, segments in 2D and 3D.
+
+        ``progress(text)`` is called before the closed surfaces are built (seconds for 71 structures).
+        """
         for composite in _compositeNodes(self.scene):
             composite.SetBackgroundVolumeID(result.inputNode.GetID())
-            composite.SetForegroundVolumeID(result.entropyNode.GetID())
-            composite.SetForegroundOpacity(ENTROPY_OPACITY)
+        self.setEntropyOverlay(result.entropyNode, True, ENTROPY_OPACITY)
         nodes.addColorLegend(result.entropyNode)
-        display = result.segmentationNode.GetDisplayNode()
-        display.SetVisibility(True)
-        display.SetVisibility2DFill(True)
+        self.setSegmentFill(result.segmentationNode, True)
         if show3D:
-            result.segmentationNode.CreateClosedSurfaceRepresentation()
+            self.showSurfaces(result.segmentationNode, progress)
+
+    def showSurfaces(self, segmentationNode, progress=None) -> None:
+        """Closed surfaces of every segment for the 3D view; ``progress(text)`` is told first."""
+        count = segmentationNode.GetSegmentation().GetNumberOfSegments()
+        if progress is not None:
+            progress(f"Building 3D surfaces of {count} structures...")
+        segmentationNode.CreateClosedSurfaceRepresentation()
+
+    def setEntropyOverlay(self, entropyNode, visible: bool = True, opacity: float = ENTROPY_OPACITY) -> None:
+        """The entropy map as every slice view's foreground at ``opacity`` (0-1), or no foreground."""
+        if not 0.0 <= opacity <= 1.0:
+            raise ValueError(f"entropy overlay opacity {opacity}: use a value from 0 to 1")
+        for composite in _compositeNodes(self.scene):
+            if visible and entropyNode is not None:
+                composite.SetForegroundVolumeID(entropyNode.GetID())
+                composite.SetForegroundOpacity(opacity)
+            elif entropyNode is None or composite.GetForegroundVolumeID() == entropyNode.GetID():
+                composite.SetForegroundVolumeID(None)
+
+    def setSegmentFill(self, segmentationNode, visible: bool = True, opacity: float | None = None) -> None:
+        """Segments shown (outline always) with their 2D fill on or off at ``opacity`` (0-1)."""
+        if opacity is not None and not 0.0 <= opacity <= 1.0:
+            raise ValueError(f"segment fill opacity {opacity}: use a value from 0 to 1")
+        display = segmentationNode.GetDisplayNode()
+        display.SetVisibility(True)
+        display.SetVisibility2DFill(bool(visible))
+        if opacity is not None:
+            display.SetOpacity2DFill(opacity)
 
     def centreOnStructure(self, segmentationNode, structure, highlight: bool = True) -> tuple[float, float, float]:
         """Centre every slice view on a structure (name, synonym or label value) and highlight it.
 
         Returns the RAS point (mm) the views are centred on.
         """
-        segmentId = nodes.segmentIdOfStructure(segmentationNode, structure)
+        segmentId = nodes.segmentIdOfStructure(segmentationNode, structure)  # in the node's own scheme
         center = segmentationNode.GetSegmentCenterRAS(segmentId)
         if center is None:
             raise ValueError(f"structure '{structure}' is empty in '{segmentationNode.GetName()}'")
@@ -418,6 +527,54 @@ def _flatStats(stats: dict) -> dict:
     return {"mean_entropy": stats.get("mean_entropy"), "etta_before": etta.get("entropy_before"),
             "etta_after": etta.get("entropy_after"), "device": stats.get("device"),
             "timings": stats.get("timings", {})}
+
+
+def reportScheme(report: dict) -> str:
+    """The label scheme a ``report.json`` names (its ``checkpoint.metadata.scheme``), UKBOB if none."""
+    checkpoint = report.get("checkpoint") if isinstance(report.get("checkpoint"), dict) else {}
+    metadata = checkpoint.get("metadata") if isinstance(checkpoint.get("metadata"), dict) else {}
+    return str(metadata.get("scheme") or "ukbob")
+
+
+def describeModel(info: dict, path: str) -> str:
+    """The panel's lines about a model (from a checkpoint's description or metadata)."""
+    name = info.get("name") or Path(path).name
+    lines = [f"Model: {name}"]
+    details = [str(info[k]) for k in ("network", "variant") if info.get(k)]
+    if info.get("scheme"):
+        details.append(f"{info['scheme']} labels")
+    if info.get("in_channels"):
+        contrasts = info.get("contrasts")
+        details.append(f"{info['in_channels']} input channel(s)" + (f" ({', '.join(contrasts)})" if contrasts else ""))
+    if details:
+        lines.append(", ".join(details))
+    if info.get("description"):
+        lines.append(str(info["description"]))
+    if info.get("demo"):
+        lines.append("DEMO MODEL: trained on synthetic phantoms, it is not Swin-BOB. Its labels show the "
+                     "workflow only; load a trained Swin-BOB checkpoint for real use.")
+    return "\n".join(lines)
+
+
+def describeBounds(info: dict) -> str:
+    """The panel's lines about SOLF bounds: which cohort, how many samples, at what spacing."""
+    cohort = info.get("cohort") or {}
+    samples = cohort.get("n_samples", info.get("n_samples"))
+    lines = [f"SOLF bounds: {Path(info['path']).name}" + (f" ({info['scheme']} labels)" if info.get("scheme") else "")]
+    facts = []
+    if cohort.get("name") or cohort.get("description"):
+        facts.append(str(cohort.get("name") or cohort.get("description")))
+    if samples is not None:
+        facts.append(f"{samples} samples")
+    spacing = cohort.get("spacing_mm") or cohort.get("spacing")
+    if spacing:
+        facts.append("spacing " + (" x ".join(f"{float(v):g}" for v in spacing) if isinstance(spacing, (list, tuple))
+                                   else f"{spacing}") + " mm")
+    if facts:
+        lines.append(", ".join(facts))
+    if cohort.get("synthetic") or cohort.get("demo"):
+        lines.append("Fitted on a synthetic cohort: verdicts show the workflow only.")
+    return "\n".join(lines)
 
 
 def _reportStats(report: dict) -> dict:

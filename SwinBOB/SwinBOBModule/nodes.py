@@ -33,6 +33,11 @@ ANATOMY_CATEGORY = ("SCT", "123037004", "Anatomical Structure")
 ENTROPY_COLOURS = ((0, 0, 4), (40, 11, 84), (101, 21, 110), (159, 42, 99), (212, 72, 66),
                    (245, 125, 21), (250, 193, 39), (252, 255, 164))
 ENTROPY_COLOR_NODE_NAME = "SwinBOB_Entropy"
+#: Node attribute naming what a node is to the module ("entropy", "organs"), and the label scheme
+#: a segmentation's segments were built with.
+ROLE_ATTRIBUTE = "SwinBOB.Role"
+ORGAN_TABLE_ROLE = "organs"
+SCHEME_ATTRIBUTE = "SwinBOB.Scheme"
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -214,6 +219,7 @@ def segmentationFromLabelmap(labels: swinbob_io.Image, scene, name: str, referen
     finally:
         removeNode(scene, labelmapNode)
     _describeSegments(segmentationNode, structures, colorNode)
+    segmentationNode.SetAttribute(SCHEME_ATTRIBUTE, scheme)
     return segmentationNode
 
 
@@ -232,13 +238,20 @@ def _describeSegments(segmentationNode, structures, colorNode) -> None:
         segment.SetTerminology(colorNode.GetTerminologyAsString(value))
 
 
-def segmentIdOfStructure(segmentationNode, structure: str | int, scheme: str = "ukbob") -> str:
-    """Segment ID of a structure given by name, synonym or label value.
+def segmentationScheme(segmentationNode) -> str:
+    """The label scheme a segmentation's segments were built with (its ``SwinBOB.Scheme``
+    attribute; UKBOB for segmentations made elsewhere)."""
+    return segmentationNode.GetAttribute(SCHEME_ATTRIBUTE) or "ukbob"
+
+
+def segmentIdOfStructure(segmentationNode, structure: str | int, scheme: str | None = None) -> str:
+    """Segment ID of a structure given by name, synonym or label value, looked up in ``scheme``
+    (default: the scheme the segmentation was built with, see :func:`segmentationScheme`).
 
     Raises:
         ValueError: the structure is not in this segmentation (the message lists what is).
     """
-    structures = swinbob_labels.get_scheme(scheme)
+    structures = swinbob_labels.get_scheme(scheme or segmentationScheme(segmentationNode))
     value = structures.lookup(structure)
     segmentation = segmentationNode.GetSegmentation()
     for index in range(segmentation.GetNumberOfSegments()):
@@ -318,7 +331,7 @@ def entropyVolumeFromImage(entropy: swinbob_io.Image, scene, name: str):
     """
     node = volumeNodeFromImage(swinbob_io.Image(np.asarray(entropy.array, dtype=np.float32), entropy.affine),
                                scene, name)
-    node.SetAttribute("SwinBOB.Role", "entropy")
+    node.SetAttribute(ROLE_ATTRIBUTE, "entropy")
     node.CreateDefaultDisplayNodes()
     display = node.GetDisplayNode()
     display.SetAndObserveColorNodeID(entropyColorNode(scene).GetID())
@@ -390,8 +403,26 @@ def fillOrganTable(tableNode, rows) -> None:
     tableNode.Modified()
 
 
+def isOrganTable(tableNode) -> bool:
+    """Whether a table node is an organ table this module made (attribute ``SwinBOB.Role`` =
+    ``organs``, or, for tables saved and loaded again, every column of :data:`TABLE_COLUMNS`)."""
+    if tableNode is None or not tableNode.IsA("vtkMRMLTableNode"):
+        return False
+    if tableNode.GetAttribute(ROLE_ATTRIBUTE) == ORGAN_TABLE_ROLE:
+        return True
+    table = tableNode.GetTable()
+    return table is not None and all(table.GetColumnByName(title) is not None for _k, title, *_ in TABLE_COLUMNS)
+
+
 def tableRows(tableNode) -> list[dict]:
-    """The rows of an organ table node as dicts keyed as :data:`TABLE_COLUMNS`."""
+    """The rows of an organ table node as dicts keyed as :data:`TABLE_COLUMNS`.
+
+    Raises:
+        ValueError: not an organ table (see :func:`isOrganTable`); the message names the node.
+    """
+    if not isOrganTable(tableNode):
+        name = tableNode.GetName() if tableNode is not None else None
+        raise ValueError(f"table '{name}' is not a SwinBOB organ table (columns {', '.join(c[1] for c in TABLE_COLUMNS)})")
     table = tableNode.GetTable()
     rows = []
     for r in range(table.GetNumberOfRows()):
@@ -404,6 +435,15 @@ def tableRows(tableNode) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- subject hierarchy
+
+
+def applyInputTransform(inputNode, nodes) -> None:
+    """Put ``nodes`` under the input's parent transform (if any), so results computed on the
+    input's voxel grid show where the input is shown."""
+    transformId = inputNode.GetTransformNodeID()
+    for node in nodes:
+        if node is not None and node.IsA("vtkMRMLTransformableNode"):
+            node.SetAndObserveTransformNodeID(transformId)
 
 
 def placeBesideInput(inputNode, nodes, folderName: str | None = None) -> None:

@@ -23,24 +23,58 @@ DEVICES = ("auto", "cuda", "cpu")
 #: Defaults of InferenceConfig.fast / .etta and EttaConfig.steps / .lr, repeated here so that this
 #: file imports without torch (the widget binds parameters before dependencies are installed);
 #: a test keeps them equal to the library's.
-FAST, ETTA, ETTA_STEPS, ETTA_LR = False, False, 3, 1e-3
+FAST, ETTA, ETTA_STEPS, ETTA_LR = False, False, 1, 3e-3
 
 
 @dataclass(frozen=True)
 class Parameter:
+    """One parameter of the module's parameter node.
+
+    ``type`` is a Python type, or for node references an MRML class name or a tuple of names (a
+    union). Node classes must be concrete: Slicer's node-combobox connector instantiates them to
+    read their class names (``slicer/parameterNodeWrapper/util.py`` ``getNodeTypes``), and an
+    abstract class such as ``vtkMRMLVolumeNode`` raises there, so the panel would never bind.
+    ``minimum``/``maximum`` bound numbers: the wrapper's spin-box connectors replace the .ui's
+    limits with these (unbounded when none are declared); ``decimals``/``step`` are the .ui's
+    (a test keeps the two equal).
+    """
+
     name: str
-    type: type | str  # a Python type, or an MRML class name for node references
+    type: type | str | tuple
     default: object
     description: str
+    minimum: float | None = None
+    maximum: float | None = None
+    decimals: int | None = None
+    step: float | None = None
 
     @property
     def isNode(self) -> bool:
-        return isinstance(self.type, str)
+        return isinstance(self.type, (str, tuple))
 
+    @property
+    def nodeTypes(self) -> tuple[str, ...]:
+        """MRML class names a node parameter accepts (empty for plain values)."""
+        if not self.isNode:
+            return ()
+        return (self.type,) if isinstance(self.type, str) else tuple(self.type)
+
+    def accepts(self, value) -> bool:
+        """Whether ``value`` may be stored: a node of one of the types (or None), a number in range."""
+        if self.isNode:
+            return value is None or any(value.IsA(name) for name in self.nodeTypes)
+        if self.type in (int, float) and value is not None:
+            return ((self.minimum is None or value >= self.minimum)
+                    and (self.maximum is None or value <= self.maximum))
+        return True
+
+
+#: Volume classes the input may be (concrete ones: see :class:`Parameter`).
+INPUT_VOLUME_TYPES = ("vtkMRMLScalarVolumeNode", "vtkMRMLVectorVolumeNode")
 
 #: Every parameter of the module's parameter node.
 PARAMETERS = (
-    Parameter("inputVolume", "vtkMRMLVolumeNode", None, "scan to segment (scalar or multi-channel volume)"),
+    Parameter("inputVolume", INPUT_VOLUME_TYPES, None, "scan to segment (scalar or multi-channel volume)"),
     Parameter("contrast", str, "",
               "channel name(s)/index(es) the checkpoint expects, e.g. water; empty: the checkpoint's"),
     Parameter("checkpointPath", str, "", "Swin-BOB / MONAI checkpoint (.pt); empty: the bundled demo model"),
@@ -48,9 +82,17 @@ PARAMETERS = (
     Parameter("fast", bool, FAST, "coarser grid, no window overlap"),
     Parameter("structures", str, "", "comma-separated structure names or groups; empty: all"),
     Parameter("etta", bool, ETTA, "entropy test-time adaptation before the final pass"),
-    Parameter("ettaSteps", int, ETTA_STEPS, "ETTA gradient steps"),
-    Parameter("ettaLearningRate", float, ETTA_LR, "ETTA learning rate"),
+    Parameter("ettaSteps", int, ETTA_STEPS, "ETTA gradient steps", minimum=1, maximum=100),
+    Parameter("ettaLearningRate", float, ETTA_LR, "ETTA learning rate", minimum=1e-6, maximum=1.0, decimals=6,
+              step=1e-4),
     Parameter("boundsPath", str, "", "SOLF bounds (.json); empty: the bundled default bounds"),
+    Parameter("show3D", bool, True, "build closed surfaces of the segments for the 3D view after a run"),
+    Parameter("showSegmentFill", bool, True, "segments filled in the slice views"),
+    Parameter("segmentFillOpacity", float, 0.5, "opacity of the segments' fill in the slice views (0-1)",
+              minimum=0.0, maximum=1.0, decimals=2, step=0.05),
+    Parameter("showEntropy", bool, True, "entropy map as the slice views' foreground overlay"),
+    Parameter("entropyOpacity", float, 0.45, "opacity of the entropy overlay (0-1)",
+              minimum=0.0, maximum=1.0, decimals=2, step=0.05),
     Parameter("segmentation", "vtkMRMLSegmentationNode", None, "result: one segment per structure"),
     Parameter("entropyVolume", "vtkMRMLScalarVolumeNode", None, "result: normalised entropy map"),
     Parameter("organTable", "vtkMRMLTableNode", None, "result: per-organ measurements and SOLF verdict"),
@@ -58,21 +100,43 @@ PARAMETERS = (
 PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
 
 
+def annotationOf(parameter: Parameter, slicerModule=None, wrapperModule=None):
+    """The type annotation of a parameter for ``@parameterNodeWrapper``.
+
+    A node parameter of several types is ``Union[A, B, None]`` (the None is what lets the wrapper
+    store "no node"; ``slicer/parameterNodeWrapper/util.py`` ``isNodeOrUnionOfNodes``); a bounded
+    number is ``Annotated[type, WithinRange(minimum, maximum)]``, because the wrapper's spin-box and
+    slider connectors overwrite the widget's limits with the annotation's (unbounded without one).
+    Decimals and steps stay in the .ui (the connectors keep them unless annotated, and the wrapper
+    logs "Unused annotations" for such GUI-only annotations).
+    """
+    import typing
+
+    if parameter.isNode:
+        if slicerModule is None:
+            import slicer as slicerModule
+        classes = tuple(getattr(slicerModule, name) for name in parameter.nodeTypes)
+        return classes[0] if len(classes) == 1 else typing.Union[(*classes, type(None))]
+    if wrapperModule is None or parameter.type not in (int, float) or parameter.minimum is None:
+        return parameter.type
+    return typing.Annotated[parameter.type, wrapperModule.WithinRange(parameter.minimum, parameter.maximum)]
+
+
 @functools.lru_cache(maxsize=1)
 def parameterNodeWrapperClass():
     """The typed parameter-node class (``@parameterNodeWrapper``), or None outside the application."""
     try:
         import slicer
-        from slicer.parameterNodeWrapper import parameterNodeWrapper
+        from slicer import parameterNodeWrapper as wrapperModule
     except ImportError:
         return None
     annotations, defaults = {}, {}
     for p in PARAMETERS:
-        annotations[p.name] = getattr(slicer, p.type) if p.isNode else p.type
+        annotations[p.name] = annotationOf(p, slicer, wrapperModule)
         if not p.isNode:
             defaults[p.name] = p.default
     namespace = {"__annotations__": annotations, "__doc__": "SwinBOB GUI state.", **defaults}
-    return parameterNodeWrapper(type("SwinBOBParameterNode", (), namespace))
+    return wrapperModule.parameterNodeWrapper(type("SwinBOBParameterNode", (), namespace))
 
 
 class PlainParameterNode:
@@ -103,9 +167,12 @@ class PlainParameterNode:
         spec = self._spec.get(name)
         if spec is None:
             raise AttributeError(f"no SwinBOB parameter '{name}' (parameters: {', '.join(PARAMETER_NAMES)})")
+        if not spec.accepts(value):
+            expected = (" or ".join(spec.nodeTypes) if spec.isNode else
+                        f"a value in [{spec.minimum}, {spec.maximum}]")
+            got = value.GetClassName() if spec.isNode else repr(value)
+            raise ValueError(f"parameter {name}: expected {'a ' if spec.isNode else ''}{expected}, got {got}")
         if spec.isNode:
-            if value is not None and not value.IsA(spec.type):
-                raise ValueError(f"parameter {name}: expected a {spec.type}, got {value.GetClassName()}")
             self.parameterNode.SetNodeReferenceID(name, value.GetID() if value is not None else None)
         elif spec.type is bool:
             self.parameterNode.SetParameter(name, "true" if value else "false")

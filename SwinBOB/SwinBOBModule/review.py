@@ -143,16 +143,23 @@ def qcListPath(path) -> Path:
 
 
 def readDecisions(path) -> dict[tuple[str, int], dict]:
-    """(sample, label) -> its last decision record; missing file = none; a torn last line is skipped."""
+    """(sample, label) -> its last decision record; missing file = none.
+
+    Lines that cannot be a decision are skipped, so the log always reopens: a torn last line (cut
+    mid-character too: the file is decoded line by line), and records whose ``decision`` is not one
+    of :data:`DECISIONS` (a hand edit, another version).
+    """
     decisions = {}
     path = Path(path)
     if not path.exists():
         return decisions
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for raw in path.read_bytes().splitlines():
         try:
-            record = json.loads(line)
+            record = json.loads(raw.decode("utf-8"))
+            if record["decision"] not in DECISIONS:
+                continue
             decisions[(str(record["sample"]), int(record["label"]))] = record
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
             continue  # a line cut short by a crash
     return decisions
 
@@ -296,7 +303,7 @@ class ReviewSession:
                                                "reviewed": 0, ACCEPT: 0, REJECT: 0, CORRECT: 0})
             row["flagged"] += 1
             state = self.state(item)
-            if state != PENDING:
+            if state in DECISIONS:  # anything else counts as not reviewed, never as a crash
                 row["reviewed"] += 1
                 row[state] += 1
         for row in rows.values():
@@ -398,6 +405,9 @@ def loadSampleNodes(scene, item: ReviewItem, progress=None):
     from . import nodes
 
     report = progress or (lambda done, total, text: None)
+    if not item.labelmap:
+        raise ValueError(f"QC item {item.sample} ({item.structure}) names no label map; rerun `swinbob solf run` "
+                         "on label maps with their images")
     report(0, 3, f"Reading {Path(item.image).name}")
     volumeNode = None
     if item.image:
@@ -428,5 +438,31 @@ def jumpToStructure(scene, segmentationNode, label: int, referenceVolumeNode=Non
     centre = segmentationNode.GetSegmentCenterRAS(segmentId)
     if centre is None:
         return None
-    slicer.vtkMRMLSliceNode.JumpAllSlices(scene, *centre)
+    # Centred: the default offset jump only moves each view's slice plane, which can leave the
+    # structure outside the visible field.
+    slicer.vtkMRMLSliceNode.JumpAllSlices(scene, *centre, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
     return np.asarray(centre, dtype=np.float64)
+
+
+def showSampleLayers(scene, volumeNode, entropyNode=None) -> None:
+    """Every slice view shows the sample: ``volumeNode`` as background and its own entropy map
+    (or no foreground at all), so the previous scan's overlay does not stay on top."""
+    collection = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    for index in range(collection.GetNumberOfItems()):
+        composite = collection.GetItemAsObject(index)
+        composite.SetBackgroundVolumeID(volumeNode.GetID() if volumeNode is not None else None)
+        composite.SetForegroundVolumeID(entropyNode.GetID() if entropyNode is not None else None)
+
+
+def loadSampleEntropy(scene, item: ReviewItem):
+    """The entropy map ``swinbob segment`` wrote beside the item's label map (``entropy.*`` next to
+    ``labels.*``) as a coloured volume node, or None when there is none."""
+    from . import nodes
+
+    if not item.labelmap:
+        return None
+    folder = Path(item.labelmap).parent
+    found = sorted(folder.glob("entropy.*")) if Path(item.labelmap).name.startswith("labels.") else []
+    if not found:
+        return None
+    return nodes.entropyVolumeFromImage(swinbob_io.load_image(found[0]), scene, f"{item.sample} entropy")

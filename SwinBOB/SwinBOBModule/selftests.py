@@ -284,3 +284,90 @@ def check_background_run(ctx: TestContext, timeout: float = 300.0) -> None:
     check_segmentation_node(ctx, result)
     check_entropy_volume(ctx, result)
     check_organ_table(ctx, result)
+
+
+# ----------------------------------------------------------------------------- the real panel (application only)
+
+#: The MR sample of a source checkout (Testing/Data is not installed with the extension).
+SAMPLE = ("Testing", "Data", "totalsegmentator-samples", "example_mr_sm.nii.gz")
+
+
+def load_sample_volume(scene, name: str = "example_mr_sm"):
+    """The MR sample as a scalar volume node (Slicer's reader), or None outside a source checkout."""
+    from . import RESOURCE_ROOTS
+
+    for root in RESOURCE_ROOTS:
+        path = Path(root, *SAMPLE)
+        if path.is_file():
+            node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+            storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+            storage.SetFileName(str(path))
+            node.SetAndObserveStorageNodeID(storage.GetID())
+            if not storage.ReadData(node):
+                raise OSError(f"{path}: Slicer's volume reader failed")
+            node.CreateDefaultDisplayNodes()
+            return node
+    return None
+
+
+def wait_for(condition, timeout: float, what: str, processEvents=None, interval: float = 0.1) -> None:
+    """Let the application run (its timers poll the job) until ``condition()``; AssertionError
+    after ``timeout`` seconds."""
+    import time
+
+    processEvents = processEvents or slicer.app.processEvents
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        processEvents()
+        time.sleep(interval)
+
+
+def check_panel_segments(panel, volume, timeout: float = 900.0) -> None:
+    """Drive the real panel: select ``volume``, press Segment (bundled model), wait, check the
+    nodes it made, the table it shows, and that the working folder is gone."""
+    from . import jobs
+
+    ui, parameters = panel.ui, panel.parameters
+    ui.inputVolumeSelector.setCurrentNode(volume)
+    slicer.app.processEvents()
+    assert parameters.inputVolume is volume, "the input selector is not bound to the parameter node"
+    assert ui.applyButton.enabled, "Segment stays disabled with an input volume selected"
+    parameters.checkpointPath = ""
+    ui.applyButton.click()
+    assert panel.run is not None, f"Segment started nothing: {ui.statusLabel.text}"
+    run = panel.run
+    wait_for(lambda: run.job.finished and not panel.timer.isActive(), timeout, "the segmentation")
+    assert run.job.status.state == jobs.SUCCEEDED, f"{run.job.status.message} / {ui.statusLabel.text}"
+    assert parameters.segmentation is not None and parameters.entropyVolume is not None, ui.statusLabel.text
+    assert parameters.segmentation.GetSegmentation().GetNumberOfSegments() > 0
+    assert ui.organTableWidget.rowCount == len(nodes.tableRows(parameters.organTable))
+    assert ui.modelSummaryLabel.text, "no model summary shown"
+    assert not run.workdir.exists(), f"working folder left: {run.workdir}"
+    assert ui.applyButton.enabled and not ui.cancelButton.enabled
+
+
+def check_panel_cancels(panel, timeout: float = 120.0) -> None:
+    """A second run (slowed by many ETTA steps) cancelled from the panel ends with every process
+    of its tree gone and its working folder removed."""
+    from . import jobs
+
+    ui, parameters = panel.ui, panel.parameters
+    saved = (parameters.etta, parameters.ettaSteps)
+    parameters.etta, parameters.ettaSteps = True, 100
+    try:
+        ui.applyButton.click()
+        run = panel.run
+        assert run is not None and not run.job.finished, ui.statusLabel.text
+        wait_for(lambda: run.job.events or run.job.finished, timeout, "the job to start")
+        processes = run.job._tree()
+        assert ui.cancelButton.enabled
+        ui.cancelButton.click()
+        wait_for(lambda: run.job.finished and not panel.timer.isActive(), jobs.CANCEL_GRACE_S + timeout,
+                 "the cancelled job to end")
+    finally:
+        parameters.etta, parameters.ettaSteps = saved
+    assert run.job.status.state == jobs.CANCELLED, run.job.status.message
+    assert not [p.pid for p in processes if jobs._alive(p)], "processes of the cancelled job are left"
+    assert not run.workdir.exists(), f"working folder left: {run.workdir}"
+    assert ui.applyButton.enabled and not ui.cancelButton.enabled

@@ -1,9 +1,11 @@
 """The module panel (Qt, runs only inside Slicer): binds Resources/UI/SwinBOB.ui to the parameter
 node, runs segmentations in the background with a progress bar and Cancel, shows errors in the
-panel, and shows the organ table with out-of-range cells highlighted.
+panel, says which model and bounds are loaded, and shows the organ table with out-of-range cells
+highlighted.
 
-Everything it does goes through :class:`~.logic.SwinBOBLogic`; the .ui's widget names and
-``SlicerParameterName`` bindings are checked by Testing/Python/test_slicer_ui.py.
+Everything it does goes through :class:`~.logic.SwinBOBLogic` (no Qt, tested under slicer-core);
+the .ui's widget names and ``SlicerParameterName`` bindings are checked by
+Testing/Python/test_slicer_ui.py. The Slicer APIs used here are listed in docs/slicer.md.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ POLL_INTERVAL_MS = 200
 #: Cell backgrounds of the organ table.
 OUT_OF_RANGE_COLOR = "#f4b6b6"
 VERDICT_COLORS = {"inaccurate": "#e06666", "1 out of range": "#f6c26b", "ok": "#b6d7a8"}
+#: What the device list offers before torch is installed (listed again after installation).
+PLAIN_DEVICES = [("auto", "Auto"), ("cuda", "GPU"), ("cpu", "CPU")]
+DEMO_STYLE = "color: #a04000"
+ERROR_STYLE = "color: #c00000"
 
 
 class SwinBOBPanel:
@@ -33,6 +39,7 @@ class SwinBOBPanel:
         self.parameters = parameterNode
         self.run = None
         self.runParameters = None  # the parameter node the running job reports to
+        self.result = None  # the last SegmentationResult loaded (correction starts from it)
         self.installer = DependencyInstaller(confirm=lambda text: slicer.util.confirmOkCancelDisplay(text, "SwinBOB"),
                                              log=self.showStatus)
         self.timer = qt.QTimer()
@@ -40,6 +47,13 @@ class SwinBOBPanel:
         self.timer.connect("timeout()", self.onPoll)
         self.guiTag = None
         self.devicesListed = False
+        self._summaries = {}  # (what, path) -> text shown
+        self._displayState = None
+        from .workflowpanels import WorkflowPanels  # QC review, correction, training/benchmark jobs
+
+        self.workflows = WorkflowPanels(ui, self.showStatus, self.showError,
+                                        setCheckpoint=lambda path: self.setParameter("checkpointPath", path),
+                                        currentResult=lambda: self.result)
         self._fillDevices()
         ui.applyButton.connect("clicked(bool)", self.onApply)
         ui.cancelButton.connect("clicked(bool)", self.onCancel)
@@ -49,18 +63,16 @@ class SwinBOBPanel:
         ui.boundsPathLineEdit.connect("currentPathChanged(QString)",
                                       lambda path: self.setParameter("boundsPath", path))
         ui.organTableWidget.connect("itemSelectionChanged()", self.onRowSelected)
-        ui.organTableSelector.connect("currentNodeChanged(vtkMRMLNode*)", lambda node: self.showTable())
-        from .workflowpanels import WorkflowPanels  # QC review, correction, training/benchmark jobs
-
-        self.workflows = WorkflowPanels(ui, self.showStatus, self.showError,
-                                        setCheckpoint=lambda path: self.setParameter("checkpointPath", path))
+        # The node comes with the signal: this slot runs before the wrapper's own connector has
+        # written the choice into the parameter node, which would still hold the previous table.
+        ui.organTableSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onOrganTableSelected)
 
     # ----------------------------------------------------------------- binding
 
     def connect(self) -> None:
         """Bind the .ui to the parameter node (widgets named by ``SlicerParameterName``)."""
         if not hasattr(self.parameters, "connectGui"):
-            raise RuntimeError("SwinBOB's panel needs slicer.parameterNodeWrapper (Slicer 5.4 or newer)")
+            raise RuntimeError("SwinBOB's panel needs slicer.parameterNodeWrapper (Slicer 5.10 or newer)")
         self.guiTag = self.parameters.connectGui(self.ui)
         self.updateFromParameters()
 
@@ -70,8 +82,10 @@ class SwinBOBPanel:
             self.guiTag = None
 
     def updateFromParameters(self, *_) -> None:
-        """Widgets bound by hand (device, paths) and button states, from the parameter node."""
+        """Widgets bound by hand (device, paths), summaries, display and button states."""
         p, ui = self.parameters, self.ui
+        if p is None:
+            return
         index = ui.deviceComboBox.findData(p.device)
         ui.deviceComboBox.setCurrentIndex(index if index >= 0 else 0)
         if ui.checkpointPathLineEdit.currentPath != p.checkpointPath:
@@ -80,17 +94,26 @@ class SwinBOBPanel:
             ui.boundsPathLineEdit.currentPath = p.boundsPath
         running = self.run is not None and not self.run.job.finished
         ui.applyButton.enabled = p.inputVolume is not None and not running
+        ui.applyButton.toolTip = ("Segment the input volume in a background process." if p.inputVolume is not None
+                                  else "Select an input volume first.")
         ui.cancelButton.enabled = running
         ui.ettaStepsSpinBox.enabled = ui.ettaLearningRateSpinBox.enabled = p.etta
+        ui.segmentFillOpacitySliderWidget.enabled = p.showSegmentFill
+        ui.entropyOpacitySliderWidget.enabled = p.showEntropy
+        self.updateSummaries()
+        self.applyDisplay()
 
     def _fillDevices(self) -> None:
-        """Device list from torch (GPUs with name and memory); a plain list until torch is installed."""
+        """Device list from torch (GPUs with name and memory), for segmentation and the jobs alike;
+        a plain list while torch is missing or broken (listed again after installation)."""
         combo = self.ui.deviceComboBox
         try:
             devices = self.logic.availableDevices()
             self.devicesListed = True
-        except ImportError:  # torch not installed yet: listed again after installation
-            devices = [("auto", "Auto"), ("cuda", "GPU"), ("cpu", "CPU")]
+        except Exception as error:  # ImportError, or OSError/RuntimeError from a broken torch (DLL)
+            if not isinstance(error, ImportError):
+                logging.warning(f"SwinBOB: torch could not list devices: {error}")
+            devices = PLAIN_DEVICES
             self.devicesListed = False
         wasBlocked = combo.blockSignals(True)
         combo.clear()
@@ -99,6 +122,7 @@ class SwinBOBPanel:
         if self.parameters is not None:
             combo.setCurrentIndex(max(0, combo.findData(self.parameters.device)))
         combo.blockSignals(wasBlocked)
+        self.workflows.setDevices(devices)
 
     def setParameter(self, name: str, value) -> None:
         """A widget bound by hand changed (no parameter node while the module is not shown)."""
@@ -109,6 +133,35 @@ class SwinBOBPanel:
         if index >= 0:
             self.setParameter("device", self.ui.deviceComboBox.itemData(index))
 
+    # ----------------------------------------------------------------- what is loaded
+
+    def updateSummaries(self) -> None:
+        """Which model and which SOLF bounds the run will use, in plain words (cached per path)."""
+        p = self.parameters
+        for label, what, path, describe in (
+                (self.ui.modelSummaryLabel, "model", p.checkpointPath, self._modelSummary),
+                (self.ui.boundsSummaryLabel, "bounds", p.boundsPath,
+                 lambda path: (self.logic.boundsSummary(path)["text"], ""))):
+            text, style = self._summary(what, path, describe)
+            label.text = text
+            label.setStyleSheet(style)
+
+    def _summary(self, what: str, path: str, describe):
+        key = (what, path)
+        if key not in self._summaries:
+            try:
+                self._summaries[key] = describe(path)
+            except Exception as error:  # a bad file: shown where the summary goes
+                self._summaries[key] = (str(error), ERROR_STYLE)
+        return self._summaries[key]
+
+    def _modelSummary(self, path: str):
+        if not self.installer.ready():  # reading a checkpoint needs torch
+            name = path or "the bundled demo model (trained on synthetic data; it is not Swin-BOB)"
+            return f"Model: {name}; details once the dependencies are installed.", DEMO_STYLE if not path else ""
+        summary = self.logic.modelSummary(path)
+        return summary["text"], DEMO_STYLE if summary.get("demo") else ""
+
     # ----------------------------------------------------------------- running
 
     def onApply(self) -> None:
@@ -117,6 +170,8 @@ class SwinBOBPanel:
             self.installer.ensure()
             if not self.devicesListed:
                 self._fillDevices()
+                self._summaries.clear()
+                self.updateSummaries()
             options = SegmentationOptions.fromParameters(self.parameters)
             self.run = self.logic.startSegmentation(self.parameters.inputVolume, options)
             self.runParameters = self.parameters
@@ -139,40 +194,68 @@ class SwinBOBPanel:
         self.ui.progressBar.visible = False
         if status.state == jobs.SUCCEEDED:
             self._load()
-        elif status.state == jobs.CANCELLED:
-            self.showStatus("Cancelled.")
         else:
-            self.showError(f"Segmentation failed: {status.message}")
-            logging.error("SwinBOB segment failed:\n" + "\n".join(self.run.job.stderr))
+            self.logic.discardRun(self.run)  # the working folder holds a full copy of the input
+            if status.state == jobs.CANCELLED:
+                self.showStatus("Cancelled.")
+            else:
+                self.showError(f"Segmentation failed: {status.message}")
+                logging.error("SwinBOB segment failed:\n" + "\n".join(self.run.job.stderr))
         if self.parameters is not None:
             self.updateFromParameters()
 
     def _load(self) -> None:
         try:
-            result = self.logic.finishSegmentation(self.run)
+            result = self.logic.finishSegmentation(self.run, show=False)
+            self.logic.showResult(result, show3D=False)
+            p = self.runParameters
+            p.segmentation, p.entropyVolume, p.organTable = result.segmentationNode, result.entropyNode, result.tableNode
+            self._displayState = None
+            self.applyDisplay()
+            if p.show3D:
+                with slicer.util.WaitCursor():
+                    self.logic.showSurfaces(result.segmentationNode, self.showStatus)
         except Exception as error:  # shown in the panel, details in the log
             logging.error(traceback.format_exc())
             self.showError(f"Loading the results failed: {error}")
             return
-        self.runParameters.segmentation = result.segmentationNode
-        self.runParameters.entropyVolume = result.entropyNode
-        self.runParameters.organTable = result.tableNode
+        self.result = result
+        self.workflows.useResult(result)
         self.ui.entropySummaryLabel.text = result.entropySummary()
         self.showStatus(" ".join([self.run.job.status.message, *result.messages]))
-        self.showTable()
+        self.showTable(result.tableNode)
 
     def onCancel(self) -> None:
-        if self.run is not None:
-            self.run.job.requestCancel()
-            self.showStatus("Cancelling...")
+        if self.run is not None and not self.run.job.finished:
+            self.run.job.requestCancel()  # stop file and SIGTERM now; poll() kills the process tree later
+            self.showStatus("Cancelling (ending the job's processes)...")
 
     def cleanup(self) -> None:
-        """Stop polling and the child process (module reload, application exit)."""
+        """Stop polling and the job's processes (module reload, application exit)."""
         self.timer.stop()
-        if self.run is not None and not self.run.job.finished:
-            self.run.job.cancel(grace=2)
+        if self.run is not None:
+            self.logic.discardRun(self.run)
         self.workflows.cleanup()
         self.disconnect()
+
+    # ----------------------------------------------------------------- display
+
+    def applyDisplay(self) -> None:
+        """Segment fill and entropy overlay as the parameters say (only when those change, so a
+        layer the user picked in the views is not reset by unrelated edits)."""
+        p = self.parameters
+        state = (p.segmentation, p.showSegmentFill, p.segmentFillOpacity, p.entropyVolume, p.showEntropy,
+                 p.entropyOpacity)
+        if state == self._displayState:
+            return
+        self._displayState = state
+        try:
+            if p.segmentation is not None and p.segmentation.GetDisplayNode() is not None:
+                self.logic.setSegmentFill(p.segmentation, p.showSegmentFill, p.segmentFillOpacity)
+            if p.entropyVolume is not None:
+                self.logic.setEntropyOverlay(p.entropyVolume, p.showEntropy, p.entropyOpacity)
+        except ValueError as error:
+            self.showError(str(error))
 
     # ----------------------------------------------------------------- messages
 
@@ -182,22 +265,38 @@ class SwinBOBPanel:
         slicer.app.processEvents()
 
     def showError(self, text: str) -> None:
-        self.ui.statusLabel.setStyleSheet("color: #c00000")
+        self.ui.statusLabel.setStyleSheet(ERROR_STYLE)
         self.ui.statusLabel.text = text
         logging.error(text)
 
     # ----------------------------------------------------------------- organ table
 
-    def showTable(self) -> None:
-        """The organ table node in the QTableWidget, out-of-range cells and verdicts coloured."""
-        if self.parameters is None:
+    def onOrganTableSelected(self, node) -> None:
+        """The user picked a table: show it, or refuse one that is not an organ table."""
+        if node is not None and not nodes.isOrganTable(node):
+            self.showError(f"'{node.GetName()}' is not a SwinBOB organ table; choose the 'organs' table of a "
+                           "segmentation result.")
+            self._clearTable()
             return
-        tableNode = self.parameters.organTable
+        self.showTable(node)
+
+    def _clearTable(self) -> None:
+        widget = self.ui.organTableWidget
+        widget.clear()
+        widget.setRowCount(0)
+
+    def showTable(self, tableNode=None) -> None:
+        """An organ table node (default: the parameter node's) in the QTableWidget, out-of-range
+        cells and verdicts coloured; any other table is refused with a message, not a traceback."""
+        if tableNode is None:
+            tableNode = self.parameters.organTable if self.parameters is not None else None
         widget = self.ui.organTableWidget
         widget.setSortingEnabled(False)
-        widget.clear()
+        self._clearTable()
         if tableNode is None:
-            widget.setRowCount(0)
+            return
+        if not nodes.isOrganTable(tableNode):
+            self.showError(f"'{tableNode.GetName()}' is not a SwinBOB organ table; it is not shown.")
             return
         rows = nodes.tableRows(tableNode)
         titles = [c[1] + (f" ({c[2]})" if c[2] else "") for c in nodes.TABLE_COLUMNS]
@@ -224,8 +323,8 @@ class SwinBOBPanel:
         segmentation = self.parameters.segmentation if self.parameters is not None else None
         if not items or segmentation is None:
             return
-        name = self.ui.organTableWidget.item(items[0].row(), 1).text()
-        try:
-            self.logic.centreOnStructure(segmentation, name)
-        except ValueError as error:
+        label = self.ui.organTableWidget.item(items[0].row(), 0).data(qt.Qt.DisplayRole)
+        try:  # by label value, in the scheme the segments were built with (any checkpoint's)
+            self.logic.centreOnStructure(segmentation, int(label))
+        except (ValueError, TypeError) as error:
             self.showError(str(error))

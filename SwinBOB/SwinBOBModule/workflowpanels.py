@@ -25,12 +25,14 @@ STATE_COLORS = {review.ACCEPT: "#b6d7a8", review.REJECT: "#e06666", review.CORRE
 class WorkflowPanels:
     """Behaviour of the QC review, correction and jobs sections; ``ui`` holds the .ui's widgets."""
 
-    def __init__(self, ui, showStatus, showError, setCheckpoint=None):
+    def __init__(self, ui, showStatus, showError, setCheckpoint=None, currentResult=None):
         self.ui = ui
         self.showStatus, self.showError = showStatus, showError
         self.setCheckpoint = setCheckpoint  # called with a trained checkpoint's path ("Open result")
         self.session = None
-        self.loaded = None  # (item, volumeNode, segmentationNode) of the sample on screen
+        self.loaded = None  # (item, volumeNode, segmentationNode, entropyNode) of the QC sample on screen
+        self.correctFrom = None  # "qc" or "result": what Save correction saves (the last one loaded)
+        self.currentResult = currentResult or (lambda: None)  # the panel's last SegmentationResult
         self.job = None
         self.plotPath = os.path.join(tempfile.gettempdir(), f"swinbob_review_{os.getpid()}.png")
         self.timer = qt.QTimer()
@@ -53,6 +55,26 @@ class WorkflowPanels:
         ui.jobStartButton.connect("clicked(bool)", self.onStartJob)
         ui.jobStopButton.connect("clicked(bool)", self.onStopJob)
         ui.jobResultButton.connect("clicked(bool)", self.onOpenResult)
+        for widget, signal in ((ui.jobConfigPathLineEdit, "currentPathChanged(QString)"),
+                               (ui.jobEpochsSpinBox, "valueChanged(int)"), (ui.jobMaxStepsSpinBox, "valueChanged(int)"),
+                               (ui.jobKindComboBox, "currentIndexChanged(int)")):
+            widget.connect(signal, self.showPlan)
+
+    def setDevices(self, devices) -> None:
+        """The job's device list: the same ``[(device, description)]`` as the segmentation's."""
+        combo = self.ui.jobDeviceComboBox
+        current = combo.itemData(combo.currentIndex) if combo.count else None
+        combo.clear()
+        for value, text in devices:
+            combo.addItem(text, value)
+        combo.setCurrentIndex(max(0, combo.findData(current)) if current else 0)
+
+    def useResult(self, result) -> None:
+        """A segmentation result was loaded: Save correction now saves it (its scan and edited segments)."""
+        self.correctFrom = "result"
+        if result is not None and not self.ui.correctionCaseLineEdit.text.strip():
+            name = result.inputNode.GetName()
+            self.ui.correctionCaseLineEdit.text = "".join(c if c.isalnum() or c in "_-." else "_" for c in name)
 
     # ----------------------------------------------------------------- QC review
 
@@ -122,8 +144,8 @@ class WorkflowPanels:
         try:
             if self.loaded is None or self.loaded[0].sample != item.sample:
                 self._loadSample(item)
-            volumeNode, segmentationNode = self.loaded[1], self.loaded[2]
-            self.loaded = (item, volumeNode, segmentationNode)
+            self.loaded = (item, *self.loaded[1:])
+            segmentationNode = self.loaded[2]
             review.jumpToStructure(slicer.mrmlScene, segmentationNode, item.label)
             context = self.session.featureContext(item)
             review.plotFeatureContext(context, self.plotPath, title=f"{item.sample}: {item.structure}")
@@ -158,11 +180,15 @@ class WorkflowPanels:
                 slicer.app.processEvents()
 
             volumeNode, segmentationNode = review.loadSampleNodes(slicer.mrmlScene, item, progress)
+            entropyNode = review.loadSampleEntropy(slicer.mrmlScene, item)
         finally:
             dialog.close()
+        # This sample's scan and its own entropy map, or no overlay: never the previous scan's.
+        review.showSampleLayers(slicer.mrmlScene, volumeNode, entropyNode)
         if volumeNode is not None:
-            slicer.util.setSliceViewerLayers(background=volumeNode, fit=True)
-        self.loaded = (item, volumeNode, segmentationNode)
+            slicer.util.setSliceViewerLayers(fit=True)
+        self.loaded = (item, volumeNode, segmentationNode, entropyNode)
+        self.correctFrom = "qc"
 
     def onDecide(self, decision: str) -> None:
         if self.session is None or self.session.current is None:
@@ -187,10 +213,19 @@ class WorkflowPanels:
     # ----------------------------------------------------------------- correction
 
     def _correctionSource(self):
-        """(item or None, volumeNode, segmentationNode, image path, label path) of the labels to correct."""
+        """(item or None, volumeNode, segmentationNode, image path, label path or automatic labels)
+        of the labels to correct: the QC sample on screen, or the last Segment result."""
+        result = self.currentResult()
+        if self.correctFrom == "result" and result is not None:
+            if result.segmentationNode.GetScene() is None or result.inputNode.GetScene() is None:
+                raise ValueError("the segmentation result was removed from the scene; segment the volume again")
+            return None, result.inputNode, result.segmentationNode, None, result.labels
         if self.loaded is None:
-            raise ValueError("load a sample in QC review first")
-        item, volumeNode, segmentationNode = self.loaded
+            raise ValueError("load a sample in QC review, or segment a volume above, first")
+        item, volumeNode, segmentationNode = self.loaded[:3]
+        if not item.image or volumeNode is None:
+            raise ValueError(f"QC item {item.sample} names no image in the QC list, and a correction needs the "
+                             "scan; rerun `swinbob solf run` with the images (an `image` column)")
         return item, volumeNode, segmentationNode, item.image, item.labelmap
 
     def onEditLabels(self) -> None:
@@ -206,10 +241,15 @@ class WorkflowPanels:
 
     def onSaveCorrection(self) -> None:
         try:
+            dataset = correction.datasetFolder(self.ui.correctionDatasetPathLineEdit.currentPath)
+            case, reviewer = self.ui.correctionCaseLineEdit.text.strip(), self.ui.reviewerLineEdit.text
             item, volumeNode, segmentationNode, image, labels = self._correctionSource()
-            record = correction.saveCorrectionFromSegmentation(
-                segmentationNode, volumeNode, slicer.mrmlScene, self.ui.correctionDatasetPathLineEdit.currentPath,
-                self.ui.correctionCaseLineEdit.text.strip(), image, labels, reviewer=self.ui.reviewerLineEdit.text)
+            if item is None:  # the Segment result: the scan is written from its node
+                record = correction.saveCorrectionFromResult(segmentationNode, volumeNode, slicer.mrmlScene, dataset,
+                                                             case, reviewer=reviewer, automatic=labels)
+            else:
+                record = correction.saveCorrectionFromSegmentation(segmentationNode, volumeNode, slicer.mrmlScene,
+                                                                   dataset, case, image, labels, reviewer=reviewer)
         except (OSError, ValueError, RuntimeError) as error:
             self.showError(str(error))
             return
@@ -232,14 +272,37 @@ class WorkflowPanels:
 
     # ----------------------------------------------------------------- jobs
 
+    def trainingOptions(self) -> launcher.TrainingOptions:
+        """The training form as options; 0 epochs or steps means the config file's, else the default."""
+        ui = self.ui
+        return launcher.TrainingOptions(
+            ui.jobDatasetPathLineEdit.currentPath, ui.jobOutputPathLineEdit.currentPath,
+            ui.jobCheckpointPathLineEdit.currentPath, config=ui.jobConfigPathLineEdit.currentPath,
+            epochs=ui.jobEpochsSpinBox.value or None, maxSteps=ui.jobMaxStepsSpinBox.value or None,
+            device=self._jobDevice())
+
+    def _jobDevice(self) -> str:
+        combo = self.ui.jobDeviceComboBox
+        return combo.itemData(combo.currentIndex) or combo.currentText or "auto"
+
+    def showPlan(self, *_) -> None:
+        """What the training will run (epochs and steps, and where each comes from)."""
+        if self.ui.jobKindComboBox.currentIndex != 0:
+            self.ui.jobPlanLabel.text = ""
+            return
+        try:
+            self.ui.jobPlanLabel.text = launcher.plannedTraining(self.trainingOptions())
+        except ImportError:
+            self.ui.jobPlanLabel.text = "(what will run is shown once the dependencies are installed)"
+        except (OSError, ValueError) as error:
+            self.ui.jobPlanLabel.text = str(error)
+
     def onStartJob(self) -> None:
         ui = self.ui
-        device = ui.jobDeviceComboBox.currentText
+        device = self._jobDevice()
         try:
             if ui.jobKindComboBox.currentIndex == 0:
-                self.job = launcher.startTraining(launcher.TrainingOptions(
-                    ui.jobDatasetPathLineEdit.currentPath, ui.jobOutputPathLineEdit.currentPath,
-                    ui.jobCheckpointPathLineEdit.currentPath, epochs=ui.jobEpochsSpinBox.value, device=device))
+                self.job = launcher.startTraining(self.trainingOptions())
             else:
                 self.job = launcher.startBenchmark(launcher.BenchmarkOptions(
                     ui.jobDatasetPathLineEdit.currentPath, ui.jobCheckpointPathLineEdit.currentPath,
@@ -270,8 +333,8 @@ class WorkflowPanels:
 
     def onStopJob(self) -> None:
         if self.job is not None and not self.job.finished:
-            self.job.requestCancel()  # SIGTERM; poll() kills it after the grace period
-            self.ui.jobLogTextEdit.appendPlainText("Stopping (finishing the current step)...")
+            self.job.requestCancel()  # stop file and SIGTERM; poll() kills the process tree after the grace period
+            self.ui.jobLogTextEdit.appendPlainText("Stopping (finishing the current step, then writing last.pt)...")
 
     def onOpenResult(self) -> None:
         results = self.job.results() if self.job is not None else {}

@@ -1,11 +1,19 @@
-"""The epsilon ablation of UKBOB (section 5): per epsilon, what SOLF flags, and, on cohorts with
-planted corruptions (``corruptions/<id>.json`` as written by :func:`SwinBOBLib.phantom.write_cohort`),
-the precision and recall of the flags against that ground truth, for SOLF and the paper's two
-comparisons: filtering on normalised volume alone, and a flat IQR filter.
+"""The epsilon ablation of UKBOB (section 5) and the filters beyond it: per epsilon, what each
+filter flags and, on cohorts with planted corruptions (``corruptions/<id>.json`` as written by
+:func:`SwinBOBLib.phantom.write_cohort`), the precision and recall of its flags against that ground
+truth, overall and per corruption kind.
 
 Unit of evaluation: a (sample, structure) pair. A pair is *positive* when a corruption record names
-that structure of that sample; it is *flagged* by a method as listed in :data:`METHODS`. Every
-method also reports structures that are missing where the cohort nearly always has them.
+that structure of that sample; it is *flagged* by a filter as listed in :data:`METHODS`:
+
+- ``solf``: the paper's rule alone, at least two of the three SOLF features outside their eq. 1
+  ranges; ``missing``: our rule, a structure absent where the cohort nearly always has it;
+  ``solf+missing`` both;
+- ``volume`` (normalised volume alone out of its eq. 1 range) and ``iqr`` (raw voxel count outside
+  Tukey's fences): the paper's comparisons;
+- one filter per check of :data:`~.checks.CHECKS` (each with its own cohort bounds at epsilon);
+- ``combined``: everything together: the missing rule, the side rule, and at least two signals out
+  of range among the SOLF features and the other checks (:func:`combined_flags`).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from .bounds import fit_bounds, flag
+from .checks import CHECKS, bounded_features, check_flags, cohort_size_warning, combined_verdict, out_of_range_signals
 
 Cohort = Mapping[str, Mapping[int, Mapping[str, float]]]
 Pairs = set[tuple[str, int]]
@@ -29,26 +38,32 @@ EPSILONS = (0, 1, 2, 3, 4, 5)
 IQR_K = 1.5
 
 
-def _flagged(cohort: Cohort, bounds, min_out_of_range: int) -> Pairs:
+def _flagged(cohort: Cohort, bounds, min_out_of_range: int, missing: bool = False) -> Pairs:
+    """Pairs out of range on at least ``min_out_of_range`` features (or only the missing ones)."""
     pairs = set()
     for sample_id, features in cohort.items():
         for label, entry in flag(features, bounds, min_out_of_range=min_out_of_range).items():
-            if entry["inaccurate"] or entry["missing"]:
+            if (entry["missing"] if missing else entry["inaccurate"]):
                 pairs.add((sample_id, label))
     return pairs
 
 
-def solf_flags(cohort: Cohort, epsilon: float) -> Pairs:
-    """SOLF: two of the three features out of their eq. 1 range."""
+def solf_flags(cohort: Cohort, epsilon: float, name_of=None) -> Pairs:
+    """SOLF as the paper defines it: two of the three features out of their eq. 1 range."""
     return _flagged(cohort, fit_bounds(cohort, epsilon), min_out_of_range=2)
 
 
-def volume_flags(cohort: Cohort, epsilon: float) -> Pairs:
+def missing_flags(cohort: Cohort, epsilon: float = 0.0, name_of=None) -> Pairs:
+    """Structures absent from a sample while at least 95 % of the cohort has them (our rule)."""
+    return _flagged(cohort, fit_bounds(cohort, 0.0), min_out_of_range=99, missing=True)
+
+
+def volume_flags(cohort: Cohort, epsilon: float, name_of=None) -> Pairs:
     """Normalised volume alone out of its eq. 1 range (the paper's "volume only" filter)."""
     return _flagged(cohort, fit_bounds(cohort, epsilon, features=("normalized_volume",)), min_out_of_range=1)
 
 
-def iqr_flags(cohort: Cohort, epsilon: float | None = None, k: float = IQR_K) -> Pairs:
+def iqr_flags(cohort: Cohort, epsilon: float | None = None, name_of=None, k: float = IQR_K) -> Pairs:
     """Flat IQR filter: a structure's raw voxel count outside Tukey's fences over the cohort
     (no body normalisation, no shape); epsilon is ignored."""
     bounds = fit_bounds(cohort, 0.0, features=("voxels",))
@@ -58,10 +73,65 @@ def iqr_flags(cohort: Cohort, epsilon: float | None = None, k: float = IQR_K) ->
     return _flagged(cohort, bounds, min_out_of_range=1)
 
 
-#: Method name -> flagged (sample, structure) pairs for a cohort and epsilon. One entry per method.
-METHODS: dict[str, Callable[[Cohort, float], Pairs]] = {
-    "solf": solf_flags, "volume": volume_flags, "iqr": iqr_flags,
+def _has_values(cohort: Cohort, features: Sequence[str]) -> bool:
+    return all(f in values for sample in cohort.values() for values in sample.values() for f in features)
+
+
+def check_filter(name: str) -> Callable[..., Pairs]:
+    """The filter of one check of :data:`~.checks.CHECKS`: its bounds fitted on the cohort at epsilon."""
+
+    def flags(cohort: Cohort, epsilon: float, name_of=None) -> Pairs:
+        if not _has_values(cohort, CHECKS[name].values):
+            raise ValueError(f"the cohort's features lack the '{name}' check values; recompute them "
+                             "(a store written before the checks existed is recomputed automatically)")
+        bounds = fit_bounds(cohort, epsilon, features=bounded_features(cohort))
+        namer = name_of or (lambda label: "")
+        return {(sample_id, label) for sample_id, values in cohort.items()
+                for label, failed in check_flags(values, bounds, namer, [name]).items() if failed}
+
+    flags.__doc__ = f"Check '{name}': {CHECKS[name].description}."
+    return flags
+
+
+def combined_flags(cohort: Cohort, epsilon: float, name_of=None) -> Pairs:
+    """Everything together: the missing rule, the side rule, and any structure with at least two
+    signals out of range among the three SOLF features and the cohort-bounded checks (the paper's
+    2-of-3 principle, a real anomaly rarely deviates in two independent ways at once, over every
+    feature and check; :func:`~.checks.combined_verdict`)."""
+    for name in CHECKS:
+        if name != "entropy" and not _has_values(cohort, CHECKS[name].values):
+            raise ValueError(f"the cohort's features lack the '{name}' check values; recompute them")
+    solf_bounds = fit_bounds(cohort, epsilon)
+    check_bounds = fit_bounds(cohort, epsilon, features=bounded_features(cohort))
+    namer = name_of or (lambda label: "")
+    pairs = set(missing_flags(cohort))
+    for sample_id, values in cohort.items():
+        for label, entry in values.items():
+            if label not in solf_bounds:
+                continue
+            signals = out_of_range_signals(entry, solf_bounds[label], check_bounds.get(label, {}), namer(label))
+            if combined_verdict(signals):
+                pairs.add((sample_id, label))
+    return pairs
+
+
+#: Filter name -> flagged (sample, structure) pairs for a cohort, epsilon and label namer.
+METHODS: dict[str, Callable[..., Pairs]] = {
+    "solf": solf_flags, "missing": missing_flags,
+    "solf+missing": lambda cohort, epsilon, name_of=None: solf_flags(cohort, epsilon) | missing_flags(cohort),
+    "volume": volume_flags, "iqr": iqr_flags,
+    **{name: check_filter(name) for name in CHECKS},
+    "combined": combined_flags,
 }
+
+
+def methods_for(cohort: Cohort) -> list[str]:
+    """The filters that apply to a cohort: a check's filter (and ``combined``) only where the
+    cohort has its values (features computed without the checks have none; the entropy check
+    needs entropy maps)."""
+    usable = {name for name, check in CHECKS.items() if _has_values(cohort, check.values)}
+    structural = {name for name in CHECKS if name != "entropy"}
+    return [m for m in METHODS if (m not in CHECKS or m in usable) and (m != "combined" or structural <= usable)]
 
 
 #: Record ``params`` keys naming a second structure whose label a corruption also made wrong: a
@@ -105,10 +175,12 @@ def load_truth(folder: str | os.PathLike, sample_ids: Iterable[str] | None = Non
     return set().union(*[corrupted_pairs(r) for r in load_corruptions(folder, sample_ids)])
 
 
-def recall_by_kind(cohort: Cohort, records: Sequence[Mapping], epsilon: float = 2.0) -> list[dict]:
-    """Per corruption kind: how many corruptions, and the share each method catches (a corruption
+def recall_by_kind(cohort: Cohort, records: Sequence[Mapping], epsilon: float = 2.0, name_of=None,
+                   methods: Sequence[str] | None = None) -> list[dict]:
+    """Per corruption kind: how many corruptions, and the share each filter catches (a corruption
     is caught when any structure it made wrong is flagged)."""
-    flagged = {name: method(cohort, epsilon) for name, method in METHODS.items()}
+    methods = methods or methods_for(cohort)
+    flagged = {name: METHODS[name](cohort, epsilon, name_of) for name in methods}
     rows = []
     for kind in sorted({r.get("kind", "?") for r in records}):
         of_kind = [corrupted_pairs(r) for r in records if r.get("kind", "?") == kind]
@@ -127,16 +199,19 @@ def precision_recall(flagged: Pairs, truth: Pairs) -> tuple[float, float]:
     return precision, recall
 
 
-def ablation_table(cohort: Cohort, truth: Pairs | None = None,
-                   epsilons: Sequence[float] = EPSILONS) -> list[dict]:
-    """One row per epsilon: samples and structures SOLF flags and, with ``truth``, precision and
-    recall of every method of :data:`METHODS` (structure level) and of SOLF per sample."""
+def ablation_table(cohort: Cohort, truth: Pairs | None = None, epsilons: Sequence[float] = EPSILONS,
+                   name_of=None, methods: Sequence[str] | None = None) -> list[dict]:
+    """One row per epsilon: samples and structures the paper's SOLF flags, whether the cohort is
+    too small for that epsilon, and, with ``truth``, the flags, precision and recall of every
+    filter (structure level) and of SOLF per sample."""
+    methods = methods or methods_for(cohort)
     rows = []
     truth_samples = {s for s, _ in truth} if truth is not None else None
     for epsilon in epsilons:
-        flagged = {name: method(cohort, epsilon) for name, method in METHODS.items()}
+        flagged = {name: METHODS[name](cohort, epsilon, name_of) for name in methods}
         samples = {s for s, _ in flagged["solf"]}
-        row = {"epsilon": epsilon, "samples_flagged": len(samples), "structures_flagged": len(flagged["solf"])}
+        row = {"epsilon": epsilon, "samples_flagged": len(samples), "structures_flagged": len(flagged["solf"]),
+               "cohort_too_small": int(cohort_size_warning(len(cohort), epsilon) is not None)}
         if truth is not None:
             for name, pairs in flagged.items():
                 if name != "solf":  # SOLF's count is structures_flagged

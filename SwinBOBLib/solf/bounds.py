@@ -51,11 +51,14 @@ class Bounds(dict):
         counts: ``{label: samples containing it}``.
         features: the features bounded, in order.
         scheme: label scheme name (for reports), or None.
+        cohort: what the cohort was (see :func:`cohort_record`): ``description``, ``synthetic``,
+            median ``spacing_mm`` and ``extent_mm`` of its label maps; None when unknown.
     """
 
     def __init__(self, data=(), *, epsilon: float = 2.0, n_samples: int = 0,
                  presence: Mapping[int, float] | None = None, counts: Mapping[int, int] | None = None,
-                 features: Sequence[str] = SOLF_FEATURES, scheme: str | None = None):
+                 features: Sequence[str] = SOLF_FEATURES, scheme: str | None = None,
+                 cohort: Mapping | None = None):
         super().__init__(data)
         self.epsilon = float(epsilon)
         self.n_samples = int(n_samples)
@@ -63,6 +66,56 @@ class Bounds(dict):
         self.counts = dict(counts or {})
         self.features = tuple(features)
         self.scheme = scheme
+        self.cohort = dict(cohort) if cohort else None
+
+
+#: A scan whose spacing or extent differs from the cohort's by more than this factor gets a warning:
+#: sphericity depends on voxel size and normalised volume on the field of view.
+GEOMETRY_TOLERANCE = 1.5
+
+
+def cohort_record(records: Sequence[Mapping], description: str = "", synthetic: bool | None = None) -> dict:
+    """What a cohort was, for the bounds file: N, median voxel spacing and extent (mm) per axis.
+
+    Args:
+        records: per-sample records with ``shape`` and ``spacing`` (as :func:`compute_sample` returns).
+        description: free text, e.g. "60 synthetic neck-to-knee phantoms".
+        synthetic: True for generated (phantom) cohorts, None when unknown.
+    """
+    usable = [r for r in records if r.get("shape") and r.get("spacing")]
+    spacing = np.median([r["spacing"][:3] for r in usable], axis=0) if usable else None
+    extent = np.median([np.asarray(r["shape"][:3]) * np.asarray(r["spacing"][:3]) for r in usable], axis=0) \
+        if usable else None
+    return {"description": description, "synthetic": synthetic, "n": len(usable),
+            "spacing_mm": None if spacing is None else [round(float(v), 3) for v in spacing],
+            "extent_mm": None if extent is None else [round(float(v), 1) for v in extent]}
+
+
+def geometry_warnings(bounds: "Bounds", spacing: Sequence[float], shape: Sequence[int]) -> list[str]:
+    """Warnings when a scan's voxel spacing or extent (mm) differ markedly from the bounds' cohort
+    (by more than :data:`GEOMETRY_TOLERANCE` on an axis), or when the cohort is synthetic or unknown."""
+    cohort = bounds.cohort or {}
+    notes = []
+    if not cohort.get("spacing_mm"):
+        return ["the SOLF bounds do not record their cohort's spacing and extent; verdicts cannot be "
+                "checked against the scan's geometry"]
+    if cohort.get("synthetic"):
+        notes.append(f"the SOLF bounds come from a synthetic cohort ({cohort.get('description') or 'phantoms'}); "
+                     "verdicts are against that cohort, not real anatomy")
+    for what, ours, theirs in (("voxel spacing", list(spacing)[:3], cohort["spacing_mm"]),
+                               ("extent", [n * s for n, s in zip(list(shape)[:3], spacing)], cohort.get("extent_mm"))):
+        if not theirs:
+            continue
+        ratio = [max(a, b) / max(min(a, b), 1e-9) for a, b in zip(ours, theirs)]
+        if max(ratio) > GEOMETRY_TOLERANCE:
+            notes.append(f"scan {what} {_mm(ours)} differs from the SOLF cohort's {_mm(theirs)} by up to "
+                         f"{max(ratio):.1f}x; sphericity depends on voxel size and normalised volume on the "
+                         "field of view, so the verdicts are unreliable")
+    return notes
+
+
+def _mm(values) -> str:
+    return "x".join(f"{float(v):.3g}" for v in values) + " mm"
 
 
 def check_epsilon(epsilon: float) -> float:
@@ -187,7 +240,7 @@ def bounds_to_json(bounds: Bounds) -> dict:
         labels[str(label)] = entry
     return {"format": BOUNDS_FORMAT, "version": 1, "epsilon": bounds.epsilon,
             "scheme": bounds.scheme, "n_samples": bounds.n_samples,
-            "features": list(bounds.features), "labels": labels}
+            "features": list(bounds.features), "cohort": bounds.cohort, "labels": labels}
 
 
 def bounds_from_json(data: Mapping, source: str = "bounds") -> Bounds:
@@ -205,7 +258,7 @@ def bounds_from_json(data: Mapping, source: str = "bounds") -> Bounds:
             if entry.get("samples") is not None:
                 counts[label] = int(entry["samples"])
         return Bounds(bounds, epsilon=data["epsilon"], n_samples=data["n_samples"], presence=presence,
-                      counts=counts, features=features, scheme=data.get("scheme"))
+                      counts=counts, features=features, scheme=data.get("scheme"), cohort=data.get("cohort"))
     except (KeyError, TypeError, ValueError, IndexError) as error:
         raise ValueError(f"{source}: malformed SOLF bounds file ({type(error).__name__}: {error})") from None
 

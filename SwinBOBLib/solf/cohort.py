@@ -4,9 +4,9 @@ results store, and the run that fits bounds, flags and writes the tables.
 Design: workers only compute (load a label map, compute its features, return a record); the driver
 alone writes. Every finished sample is appended as one JSON line to ``features.jsonl`` and flushed
 to disk, so a killed run loses at most the sample being written. On restart the store drops a
-half-written last line, keeps the first record of any duplicated id, and only the missing samples are
-computed. A sample that cannot be read is recorded in ``errors.csv`` and skipped; it is tried again
-on the next run.
+half-written last line, keeps the last record of any duplicated id, and only the samples without a
+record, or whose files changed size or modification time since, are computed. A sample that
+cannot be read is recorded in ``errors.csv`` and skipped; it is tried again on the next run.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class Sample:
     labelmap: str
     image: str | None = None
     body_mask: str | None = None
+    entropy: str | None = None  # the prediction's entropy map (segment's entropy output), if any
 
 
 def sample_id_of(path: str | os.PathLike) -> str:
@@ -90,8 +91,8 @@ def samples_from_folder(folder: str | os.PathLike, images: str | os.PathLike | N
 
 
 def samples_from_csv(path: str | os.PathLike) -> list[Sample]:
-    """Samples of a CSV with a ``labelmap`` column and optional ``id``, ``image``, ``body_mask``
-    columns; relative paths are relative to the CSV's folder."""
+    """Samples of a CSV with a ``labelmap`` column and optional ``id``, ``image``, ``body_mask``,
+    ``entropy`` columns; relative paths are relative to the CSV's folder."""
     path = Path(path)
     with open(path, newline="", encoding="utf-8") as stream:
         rows = list(csv.DictReader(stream))
@@ -103,7 +104,8 @@ def samples_from_csv(path: str | os.PathLike) -> list[Sample]:
         return str((path.parent / value.strip()).resolve()) if value and value.strip() else None
 
     return [Sample((row.get("id") or "").strip() or sample_id_of(row["labelmap"].strip()),
-                   resolve(row["labelmap"]), resolve(row.get("image")), resolve(row.get("body_mask")))
+                   resolve(row["labelmap"]), resolve(row.get("image")), resolve(row.get("body_mask")),
+                   resolve(row.get("entropy")))
             for row in rows]
 
 
@@ -142,38 +144,113 @@ def _body_mask(sample: Sample, body: str, shape) -> np.ndarray | None:
 
 
 def compute_sample(sample: Sample, body: str = "auto", labels: Sequence[int] | None = None) -> dict:
-    """Load one sample and compute its features; never raises (errors come back in the record).
+    """Load one sample and compute its features and check values; never raises (errors come back
+    in the record).
 
-    ``load_s`` covers reading the files and the body mask, ``compute_s`` :func:`organ_features`.
+    ``load_s`` covers reading the files and the body mask, ``compute_s`` :func:`organ_features`
+    and :func:`~.checks.structure_checks`. ``files`` records each input's size and modification
+    time, so a later run recomputes a sample whose files changed (:func:`is_fresh`).
 
     Returns:
-        ``{"id", "labelmap", "shape", "spacing", "features": {"<label>": {...}}, "load_s",
-        "compute_s"}``, or ``{"id", "labelmap", "error"}``.
+        ``{"id", "labelmap", "version", "files", "shape", "spacing", "features": {"<label>": {...}},
+        "warnings", "load_s", "compute_s"}``, or ``{"id", "labelmap", "error"}``.
     """
     from .. import io
+    from .checks import structure_checks
 
     started = time.perf_counter()
     try:
         image = io.load_labelmap(sample.labelmap, scheme=None)
         mask = _body_mask(sample, body, image.array.shape)
+        entropy = _entropy(sample, image.array.shape)
         loaded = time.perf_counter()
         features = organ_features(image.array, image.spacing, body_mask=mask, labels=labels,
                                   source=sample.labelmap)
+        checks = structure_checks(image.array, image.affine, body_mask=mask, entropy=entropy, labels=labels)
+        warnings_ = [w for w in [_organ_only_warning(sample, body, mask, image.array, image.affine)] if w]
         done = time.perf_counter()
     except Exception as error:  # one bad file must not stop the cohort
         return {"id": sample.id, "labelmap": sample.labelmap,
                 "error": f"{type(error).__name__}: {error}".strip()}
-    return {"id": sample.id, "labelmap": sample.labelmap, "shape": list(image.array.shape),
-            "spacing": [round(s, 6) for s in image.spacing],
-            "features": {str(label): values for label, values in features.items()},
-            "load_s": round(loaded - started, 4), "compute_s": round(done - loaded, 4)}
+    return {"id": sample.id, "labelmap": sample.labelmap, "version": RECORD_VERSION, "files": file_stamps(sample),
+            "shape": list(image.array.shape), "spacing": [round(s, 6) for s in image.spacing],
+            "features": {str(label): {**values, **checks.get(label, {})} for label, values in features.items()},
+            "warnings": warnings_, "load_s": round(loaded - started, 4), "compute_s": round(done - loaded, 4)}
+
+
+#: Bumped when a record's content changes (2: check values, file stamps), so old stores recompute.
+RECORD_VERSION = 2
+
+#: A label map whose labels cover less than this share of its outline is taken as organs only
+#: (measured: 0.97-0.98 on the UKBOB phantoms, 0.65 and 0.51 on the TotalSegmentator CT and MR samples).
+ORGAN_ONLY_COVERAGE = 0.85
+
+
+def _entropy(sample: Sample, shape) -> np.ndarray | None:
+    from .. import io
+
+    if sample.entropy is None:
+        return None
+    array = io.load_image(sample.entropy).array
+    if array.shape[:3] != tuple(shape):
+        raise ValueError(f"{sample.entropy}: grid {array.shape[:3]} differs from the label map's {tuple(shape)}")
+    return array
+
+
+def labelled_coverage(labelmap: np.ndarray, affine: np.ndarray) -> float:
+    """Share of the voxels inside the label map's outline that carry a label: ~1 for a UKBOB map
+    (every body voxel labelled), far less for a map of organs only.
+
+    The outline of each axial slice: the voxels between the first and last labelled voxel of
+    their row or of their column.
+    """
+    from .checks import superior_axis
+
+    labelled = np.asarray(labelmap) != 0
+    if not labelled.any():
+        return 1.0
+    hull = np.zeros_like(labelled)
+    for axis in [a for a in range(3) if a != superior_axis(affine)]:
+        forward = np.maximum.accumulate(labelled, axis=axis)
+        backward = np.flip(np.maximum.accumulate(np.flip(labelled, axis), axis=axis), axis)
+        hull |= forward & backward
+    return float(labelled.sum() / max(int(hull.sum()), 1))
+
+
+def _organ_only_warning(sample: Sample, body: str, mask, labelmap, affine) -> str | None:
+    """The ``--body auto`` trap: no body mask, and a map that labels organs only."""
+    if body != "auto" or mask is not None:
+        return None
+    coverage = labelled_coverage(labelmap, affine)
+    if coverage >= ORGAN_ONLY_COVERAGE:
+        return None
+    return (f"{sample.labelmap}: labels cover only {coverage:.0%} of the voxels inside its outline (organs "
+            "only?); with --body auto V_body is the labelled voxels, so normalised volumes come out too "
+            "large. Pass the image (--images DIR --body image, or an 'image' CSV column) or a body mask "
+            "(--body-masks DIR, or a 'body_mask' CSV column)")
+
+
+def file_stamps(sample: Sample) -> dict[str, list[int]]:
+    """``{path: [size in bytes, mtime in ns]}`` of the sample's input files that exist."""
+    stamps = {}
+    for path in (sample.labelmap, sample.image, sample.body_mask, sample.entropy):
+        if path and os.path.exists(path):
+            stat = os.stat(path)
+            stamps[str(path)] = [int(stat.st_size), int(stat.st_mtime_ns)]
+    return stamps
+
+
+def is_fresh(record: Mapping, sample: Sample) -> bool:
+    """Whether a stored record still describes the sample: same record version, same files with
+    the same size and modification time (a corrected label map is recomputed)."""
+    return record.get("version") == RECORD_VERSION and record.get("files") == file_stamps(sample)
 
 
 class ResultStore:
     """Append-only JSON-lines file of per-sample records, safe against kills.
 
-    Reading drops a half-written last line and keeps the first record of each id; appending
-    flushes and fsyncs each line.
+    Reading drops a half-written last line and keeps the last record of each id (a sample
+    recomputed because its files changed is appended again); appending flushes and fsyncs each line.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -195,10 +272,10 @@ class ResultStore:
                 continue
             if sample_id in records:
                 dirty = True
-                continue
+                del records[sample_id]  # superseded: the later record wins (keeps file order)
             records[sample_id] = record
         if dirty:
-            warnings.warn(f"{self.path}: repaired (cut last line or duplicate records); "
+            warnings.warn(f"{self.path}: repaired (cut last line or superseded records); "
                           f"{len(records)} samples kept", RuntimeWarning, stacklevel=2)
             write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in records.values()))
         return records
@@ -355,7 +432,8 @@ def compute_features(samples: Sequence[Sample], out_dir: str | os.PathLike, *, e
     store = ResultStore(out_dir / STORE_NAME)
     records = store.load()
     wanted = {s.id for s in samples}
-    records = {i: r for i, r in records.items() if i in wanted}
+    by_id = {s.id: s for s in samples}
+    records = {i: r for i, r in records.items() if i in wanted and is_fresh(r, by_id[i])}
     todo = [s for s in samples if s.id not in records]
     workers = workers if workers is not None else (os.cpu_count() or 1) if engine == "local" else 0
     started, errors = time.perf_counter(), []

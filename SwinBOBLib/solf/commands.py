@@ -15,6 +15,18 @@ from pathlib import Path
 
 from .bounds import MISSING_PRESENCE, SOLF_FEATURES
 
+#: What ``swinbob solf --help`` says (the module docstring is for developers).
+_DESCRIPTION = """SOLF, the organ label filter of the UKBOB paper: measure each structure's shape (normalised
+volume, sphericity, eccentricity), learn per-structure bounds on a cohort, and flag label maps
+whose structures fall outside them.
+
+    swinbob solf run COHORT -o OUT        features, bounds, flags, QC list and report of a cohort
+    swinbob solf features LABELMAP        print one label map's organ features
+    swinbob solf check LABELMAP --bounds OUT/bounds.json   flag one label map (exit 3 when flagged)
+    swinbob solf ablation COHORT -o OUT   precision/recall of SOLF against planted corruptions
+
+Run `swinbob solf COMMAND --help` for each command's options."""
+
 #: Exit code of ``check`` when a structure is inaccurate or missing (0: clean; ``swinbob`` itself
 #: exits 1 on bad input and 2 on a usage error).
 EXIT_FLAGGED = 3
@@ -56,6 +68,12 @@ def cmd_run(args) -> int:
           f"{result.inaccurate_structures} inaccurate and {result.missing_structures} missing structures")
     for name, paths in result.files.items():
         print(f"{name}\t" + "\t".join(str(p) for p in paths))
+    for warning in result.warnings:
+        print(f"swinbob solf run: warning: {warning}", file=sys.stderr)
+    if result.errors and len(result.errors) >= result.samples:
+        print(f"swinbob solf run: error: none of the {result.samples} samples could be read; see "
+              f"{Path(args.output) / 'errors.csv'}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -64,13 +82,49 @@ def _sample_features(args):
     from .body import body_mask_from_image
     from .features import organ_features
 
+    from .cohort import Sample, _organ_only_warning
+
     image = io.load_labelmap(args.labelmap, scheme=None)
     mask = None
     if args.body_mask:
         mask = io.load_image(args.body_mask).array != 0
     elif args.image:
         mask = body_mask_from_image(io.load_image(args.image).array)
+    warning = _organ_only_warning(Sample("", args.labelmap), "auto", mask, image.array, image.affine)
+    if warning:  # the sample commands take --image / --body-mask rather than folders
+        print("swinbob solf: warning: " + warning.replace("(--images DIR --body image, or an 'image' CSV "
+              "column)", "(--image FILE)").replace("(--body-masks DIR, or a 'body_mask' CSV column)",
+              "(--body-mask FILE)"), file=sys.stderr)
     return organ_features(image.array, image.spacing, body_mask=mask, source=args.labelmap)
+
+
+#: ``solf check`` refuses a label map lacking more than this share of the structures the bounds'
+#: cohort always has: it is almost certainly a map of another scheme.
+FOREIGN_MISSING_SHARE = 0.25
+
+
+def check_scheme(path: str, scheme: str | None, bounds, features, partial: bool = False) -> None:
+    """Refuse to judge a label map against bounds of another label scheme.
+
+    Raises:
+        ValueError: ``scheme`` (the map's, if given) differs from the bounds' scheme, or the map
+            lacks more than :data:`FOREIGN_MISSING_SHARE` of the structures nearly every cohort
+            sample has (a total_mr map against ukbob bounds).
+    """
+    from ..labels import get_scheme
+
+    if scheme and bounds.scheme and get_scheme(scheme).name != get_scheme(bounds.scheme).name:
+        raise ValueError(f"{path}: a '{get_scheme(scheme).name}' label map cannot be checked against SOLF bounds "
+                         f"of '{bounds.scheme}' maps; fit bounds on a cohort of this scheme (swinbob solf run) "
+                         f"or map it first (swinbob remap)")
+    expected = [label for label, share in bounds.presence.items() if share >= MISSING_PRESENCE]
+    missing = [label for label in expected if label not in features]
+    if expected and len(missing) > FOREIGN_MISSING_SHARE * len(expected) and not partial:
+        raise ValueError(f"{path}: lacks {len(missing)} of the {len(expected)} structures nearly every sample of "
+                         f"the bounds' cohort ('{bounds.scheme or 'unknown'}' scheme) has; is it a label map of "
+                         "another scheme? Check it against bounds fitted on its own scheme, or map it first "
+                         "(swinbob remap). If it is a map of this scheme covering part of the body (a thin "
+                         "slab), pass --partial")
 
 
 def _add_sample_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,8 +156,11 @@ def cmd_check(args) -> int:
     from .tables import structure_namer
 
     bounds = load_bounds(args.bounds)
-    flags = flag(_sample_features(args), bounds)
+    features = _sample_features(args)
+    check_scheme(args.labelmap, args.scheme, bounds, features, partial=args.partial)
+    flags = flag(features, bounds)
     bad = {label: e for label, e in flags.items() if e["inaccurate"] or e["missing"]}
+    _warn_geometry(bounds, args.labelmap)
     if args.json:
         print(json.dumps({str(k): v for k, v in flags.items()}, indent=1))
     else:
@@ -116,6 +173,17 @@ def cmd_check(args) -> int:
     return EXIT_FLAGGED if bad else 0
 
 
+def _warn_geometry(bounds, labelmap) -> None:
+    """A scan whose spacing or coverage differs markedly from the bounds' cohort (or bounds from a
+    synthetic cohort) gets a warning on stderr: its verdicts are not to be trusted as they stand."""
+    from .. import io
+    from .bounds import geometry_warnings
+
+    image = io.load_labelmap(labelmap, scheme=None)
+    for note in geometry_warnings(bounds, image.spacing, image.spatial_shape):
+        print(f"swinbob solf: warning: {note}", file=sys.stderr)
+
+
 def _number(text: str) -> float | int:
     value = float(text)
     return int(value) if value.is_integer() else value
@@ -124,8 +192,9 @@ def _number(text: str) -> float | int:
 def cmd_ablation(args) -> int:
     from . import ablation
     from .bounds import write_text_atomic
+    from .checks import cohort_size_warning
     from .cohort import compute_features, find_samples
-    from .tables import write_table
+    from .tables import structure_namer, write_table
 
     samples = find_samples(args.cohort, args.images, args.body_masks)
     result = compute_features(samples, args.output, engine=args.engine, workers=args.workers,
@@ -135,14 +204,18 @@ def cmd_ablation(args) -> int:
     records = ablation.load_corruptions(truth_dir, set(cohort)) if truth_dir.is_dir() else None
     truth = set().union(*map(ablation.corrupted_pairs, records)) if records is not None else None
     epsilons = [_number(e) for e in args.epsilons.split(",")]
-    rows = ablation.ablation_table(cohort, truth, epsilons)
-    table = ablation.markdown_table(rows)
+    name_of = structure_namer(args.scheme)
+    rows = ablation.ablation_table(cohort, truth, epsilons, name_of)
+    small = [w for w in (cohort_size_warning(len(cohort), e) for e in epsilons) if w]
+    table = "".join(f"**Warning**: {w}.\n\n" for w in small) + ablation.markdown_table(rows)
+    for warning in small:
+        print(f"swinbob solf ablation: warning: {warning}", file=sys.stderr)
     write_table(rows, Path(args.output) / "ablation.csv", list(rows[0]))
     header = (f"SOLF epsilon ablation: {len(cohort)} samples, "
               + (f"{len(records)} planted corruptions, {len(truth)} wrong structures ({truth_dir})"
                  if records is not None else "no ground truth"))
     if records:
-        kinds = ablation.recall_by_kind(cohort, records, args.kind_epsilon)
+        kinds = ablation.recall_by_kind(cohort, records, args.kind_epsilon, name_of)
         write_table(kinds, Path(args.output) / "ablation_by_kind.csv", list(kinds[0]))
         table += f"\nRecall by corruption kind at epsilon {args.kind_epsilon:g}:\n\n" + ablation.markdown_table(kinds)
     write_text_atomic(Path(args.output) / "ablation.md", f"# {header}\n\n{table}")
@@ -154,7 +227,7 @@ def cmd_ablation(args) -> int:
 def register(subparsers) -> None:
     """Add ``solf`` and its sub-commands to the ``swinbob`` parser's sub-parsers."""
     solf = subparsers.add_parser("solf", help="SOLF label filter: organ shape features, cohort bounds, flags",
-                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                 description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = solf.add_subparsers(dest="solf_command", metavar="COMMAND")
     commands.required = True
 
@@ -176,10 +249,13 @@ def register(subparsers) -> None:
     _add_sample_arguments(check)
     check.set_defaults(scheme=None)
     check.add_argument("--bounds", required=True, help="bounds.json of a cohort run")
+    check.add_argument("--partial", action="store_true", help="the map covers part of the body (e.g. a thin "
+                       "slab): check it although it lacks many of the cohort's structures")
     check.set_defaults(func=cmd_check)
 
     ablation = commands.add_parser("ablation", help="epsilon 0..5 ablation: flags, precision and recall "
-                                   f"of SOLF ({'/'.join(SOLF_FEATURES)}) vs volume-only vs IQR")
+                                   f"of SOLF ({'/'.join(SOLF_FEATURES)}, 2 of 3), the missing rule, "
+                                   "volume-only, IQR, each structure check and all combined")
     _add_cohort_arguments(ablation)
     ablation.add_argument("--truth", default=None, help="folder of corruption records "
                           "(default COHORT/corruptions)")

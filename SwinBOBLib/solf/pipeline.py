@@ -45,6 +45,7 @@ class RunResult:
     inaccurate_structures: int
     missing_structures: int
     files: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)  # cohort too small for epsilon, organ-only maps
 
 
 def check_config(config: RunConfig) -> None:
@@ -72,8 +73,28 @@ def run_cohort(config: RunConfig, **hooks) -> RunResult:
                               address=config.address, body=config.body, progress=config.progress, **hooks)
     cohort = result.cohort()
     bounds = fit_bounds(cohort, config.epsilon, scheme=config.scheme)
+    from .bounds import cohort_record
+
+    description, synthetic = _describe_cohort(config.cohort, len(cohort))
+    bounds.cohort = cohort_record([result.records[i] for i in sorted(result.records)], description, synthetic)
     flags = flag_cohort(cohort, bounds, missing_presence=config.missing_presence)
     return _write_outputs(config, out_dir, samples, result, cohort, bounds, flags)
+
+
+def _describe_cohort(cohort_path, n: int) -> tuple[str, bool | None]:
+    """A description of the cohort for the bounds file, and whether it is synthetic (a dataset
+    written by ``swinbob phantom`` says so in its dataset.json)."""
+    import json
+
+    folder = Path(cohort_path)
+    info = folder / "dataset.json" if folder.is_dir() else None
+    try:
+        data = json.loads(info.read_text(encoding="utf-8")) if info and info.exists() else {}
+    except (OSError, ValueError):
+        data = {}
+    synthetic = True if str(data.get("reference", "")).startswith("SwinBOBLib.phantom") else None
+    text = data.get("description") or data.get("name") or f"label maps of {folder.name}"
+    return f"{n} samples: {text}", synthetic
 
 
 def _write_outputs(config, out_dir, samples, result: CohortFeatures, cohort, bounds, flags) -> RunResult:
@@ -90,15 +111,29 @@ def _write_outputs(config, out_dir, samples, result: CohortFeatures, cohort, bou
     tables.write_qc_json(qc_rows, flags, out_dir / "qc_list.json")
     files["errors"] = tables.write_table(result.errors, out_dir / "errors.csv", ("id", "labelmap", "error"))
     counts = _counts(flags)
+    notes = run_warnings(result, len(cohort), config.epsilon)
     summary = {"cohort": config.cohort, "samples": len(samples), "features computed": len(cohort),
                "unreadable (skipped)": len(result.errors), "epsilon (%)": f"{config.epsilon:g}",
                "flagged samples": counts[0], "inaccurate structures": counts[1],
                "missing structures": counts[2],
+               "warnings": " ".join(f"{n}." for n in notes) if notes else "none",
                "engine": f"{config.engine} ({result.computed} computed now, {result.reused} reused, "
                          f"{result.seconds:.1f} s)", "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
     files["report"] = [write_report(out_dir, cohort, flags, bounds, qc_rows, result.errors, summary,
                                     config.scheme, config.plots)]
-    return RunResult(out_dir, len(samples), result.computed, result.reused, result.errors, *counts, files)
+    return RunResult(out_dir, len(samples), result.computed, result.reused, result.errors, *counts, files, notes)
+
+
+def run_warnings(result: CohortFeatures, n_samples: int, epsilon: float) -> list[str]:
+    """What the report must warn about: a cohort too small for epsilon, and label maps that label
+    organs only while ``--body auto`` took their labelled voxels as the body."""
+    from .checks import cohort_size_warning
+
+    notes = [w for w in [cohort_size_warning(n_samples, epsilon)] if w]
+    organ_only = [w for r in result.records.values() for w in r.get("warnings", [])]
+    if organ_only:
+        notes.append(f"{len(organ_only)} label maps label organs only, e.g. {organ_only[0]}")
+    return notes
 
 
 def _counts(flags) -> tuple[int, int, int]:

@@ -38,30 +38,58 @@ def _pyplot():
     return plt
 
 
+def structure_groups(labels: Sequence[int], scheme: str | None) -> list[tuple[str, list[int]]]:
+    """``[(group name, labels)]`` in the scheme's group order (all in one "structures" group
+    without a scheme, or for labels the scheme lacks: "other")."""
+    if scheme is None:
+        return [("structures", list(labels))]
+    from ..labels import get_scheme
+
+    table = get_scheme(scheme).structures
+    groups: dict[str, list[int]] = {}
+    for label in labels:
+        groups.setdefault(table[label].group if label in table else "other", []).append(label)
+    return list(groups.items())
+
+
 def plot_distributions(cohort, flags, labels: Sequence[int], path: str | os.PathLike,
                        scheme: str | None = None) -> None:
-    """Box plots per structure, before (grey) and after (blue) filtering, one row per SOLF feature."""
+    """Box plots of the three SOLF features per structure before (grey) and after (blue)
+    filtering: one row of panels per structure group, one column per feature, structures named
+    on the vertical axis (horizontal boxes, so every name stays readable)."""
     plt = _pyplot()
     name = structure_namer(scheme)
-    width = max(8.0, 0.32 * len(labels) + 2)
-    figure, axes = plt.subplots(len(SOLF_FEATURES), 1, figsize=(width, 9), squeeze=False)
-    positions = np.arange(len(labels))
-    for axis, feature in zip(axes[:, 0], SOLF_FEATURES):
-        pairs = [values_before_after(cohort, flags, label, feature) for label in labels]
-        for offset, index, color in ((-0.2, 0, "0.6"), (0.2, 1, "tab:blue")):
-            data = [p[index] if len(p[index]) else np.array([np.nan]) for p in pairs]
-            axis.boxplot(data, positions=positions + offset, widths=0.35, showfliers=True,
-                         flierprops={"markersize": 2}, patch_artist=True,
-                         boxprops={"facecolor": color, "linewidth": 0.5}, medianprops={"color": "k"})
-        axis.set_ylabel(feature.replace("_", " "))
-        if feature == "normalized_volume":
-            axis.set_yscale("log")
-        axis.set_xticks(positions)
-        axis.set_xticklabels([], rotation=90)
-    axes[-1, 0].set_xticklabels([name(label) for label in labels], rotation=90, fontsize=7)
-    axes[0, 0].set_title("Per-structure SOLF features before (grey) and after (blue) filtering")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    groups = structure_groups(labels, scheme)
+    heights = [max(2, len(members)) for _, members in groups]
+    figure, axes = plt.subplots(len(groups), len(SOLF_FEATURES), squeeze=False,
+                                figsize=(14, 0.28 * sum(heights) + 1.2 * len(groups) + 1),
+                                gridspec_kw={"height_ratios": heights})
+    for row, (group, members) in enumerate(groups):
+        positions = np.arange(len(members))
+        for column, feature in enumerate(SOLF_FEATURES):
+            axis = axes[row, column]
+            pairs = [values_before_after(cohort, flags, label, feature) for label in members]
+            for offset, index, color in ((0.2, 0, "0.6"), (-0.2, 1, "tab:blue")):
+                data = [p[index] if len(p[index]) else np.array([np.nan]) for p in pairs]
+                axis.boxplot(data, positions=positions + offset, widths=0.35, vert=False, showfliers=True,
+                             flierprops={"markersize": 2}, patch_artist=True,
+                             boxprops={"facecolor": color, "linewidth": 0.5}, medianprops={"color": "k"})
+            axis.set_yticks(positions)
+            axis.set_yticklabels([name(label) for label in members] if column == 0 else [], fontsize=8)
+            axis.set_ylim(-0.7, len(members) - 0.3)
+            axis.invert_yaxis()
+            if feature == "normalized_volume":
+                axis.set_xscale("log")
+            axis.set_title(f"{group}: {feature.replace('_', ' ')}" if column else f"{group}", fontsize=9,
+                           loc="left")
+            axis.tick_params(axis="x", labelsize=7)
+    for column, feature in enumerate(SOLF_FEATURES):
+        axes[-1, column].set_xlabel(feature.replace("_", " "))
+    figure.legend(handles=[plt.Rectangle((0, 0), 1, 1, color="0.6"), plt.Rectangle((0, 0), 1, 1, color="tab:blue")],
+                  labels=["before filtering", "after (structures flagged inaccurate removed)"], loc="upper center",
+                  ncol=2, fontsize=9)
+    figure.tight_layout(rect=(0, 0, 1, 0.985))
+    figure.savefig(path, dpi=100)
     plt.close(figure)
 
 

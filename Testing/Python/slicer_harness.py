@@ -85,3 +85,69 @@ def load_volume(scene, path, name: str | None = None):
         raise OSError(f"{path}: Slicer's volume reader failed")
     node.CreateDefaultDisplayNodes()
     return node
+
+
+# ----------------------------------------------------------------------------- rendered views
+
+#: Orientations of the rendered views, left to right.
+ORIENTATIONS = ("Axial", "Coronal", "Sagittal")
+SAMPLE = REPO / "Testing" / "Data" / "totalsegmentator-samples" / "example_mr_sm.nii.gz"
+
+
+def render_result_views(core: SlicerCore, tmp: Path, size: int = 360) -> dict:
+    """The MR sample segmented by the tiny seeded test model, rendered through Slicer's slice
+    pipeline in three orientations and four layer sets (scan, +entropy, +labels, all).
+
+    Returns ``{"views": {orientation: {layers: (H, W, 4) uint8}}, "legend", "window", "summary",
+    "snapshot", "scene", "result"}``; files are written under ``tmp`` only.
+    """
+    from SwinBOBModule import nodes, rendering, selftests
+    from SwinBOBModule.logic import SwinBOBLogic
+    from SwinBOBModule.parameters import SegmentationOptions
+
+    volume = load_volume(core.scene, SAMPLE, "example_mr_sm")
+    checkpoint = selftests.make_tiny_checkpoint(Path(tmp) / "tiny.pt")
+    result = SwinBOBLogic().segment(volume, SegmentationOptions(checkpointPath=checkpoint))
+    rows = nodes.tableRows(result.tableNode)
+    largest = max(rows, key=lambda r: r["volume_ml"])["name"]
+    center = SwinBOBLogic().centreOnStructure(result.segmentationNode, largest)
+    views = {}
+    for orientation in ORIENTATIONS:
+        views[orientation] = {
+            layers: rendering.sliceImage(core.scene, volume, *args, orientation=orientation, size=(size, size),
+                                         center=center, applicationLogic=core.applicationLogic)
+            for layers, args in (("scan", ()), ("entropy", (result.entropyNode,)),
+                                 ("labels", (None, result.segmentationNode)),
+                                 ("all", (result.entropyNode, result.segmentationNode)))}
+    snapshot = SwinBOBLogic().snapshot(result, Path(tmp) / "snapshot_axial.png", "Axial", (256, 256))
+    display = result.entropyNode.GetDisplayNode()
+    return {"views": views, "legend": rendering.colorLookup(display.GetColorNode()),
+            "window": (display.GetWindowLevelMin(), display.GetWindowLevelMax()),
+            "summary": result.entropySummary(), "snapshot": snapshot, "scene": core.scene, "result": result}
+
+
+def render_figure(rendered: dict, path) -> Path:
+    """The three blended views side by side with the entropy colour legend, as a PNG (matplotlib
+    adds the titles and the legend; the pixels are Slicer's). The docs picture is this figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap, Normalize
+
+    fig, axes = plt.subplots(2, 3, figsize=(12, 7.5), dpi=100)
+    for row, (layer, title) in enumerate((("labels", "MR + labels"), ("entropy", "MR + entropy overlay"))):
+        for ax, orientation in zip(axes[row], ORIENTATIONS):
+            ax.imshow(rendered["views"][orientation][layer][60:300])
+            ax.set_title(f"{orientation}: {title}", fontsize=10)
+            ax.axis("off")
+    low, high = rendered["window"]
+    mappable = plt.cm.ScalarMappable(Normalize(low, high), ListedColormap(rendered["legend"]))
+    fig.colorbar(mappable, ax=axes[1], fraction=0.02, pad=0.01, label="entropy (normalised)")
+    fig.suptitle("SwinBOB result rendered by Slicer's slice pipeline (vtkMRMLSliceLogic, offscreen)\n"
+                 f"example_mr_sm, tiny untrained test model: {rendered['summary']}", fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

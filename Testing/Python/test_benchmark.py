@@ -58,3 +58,18 @@ def test_bad_modes():
     with pytest.raises(ValueError, match="unknown benchmark mode"):
         benchmark.parse_modes("plain,fast")
     assert benchmark.parse_modes("etta, plain,etta") == ["etta", "plain"]
+
+
+def test_confidence_intervals_resample_cases_not_pooled_rows():
+    # Two cases of 30 structures each: a CI over pooled rows would be narrow; over the two case
+    # means (0.2 and 0.8) it spans both. One case has no CI.
+    rows = [{"case": case, "mode": "plain", "label": label, "structure": f"s{label}", "dice": dice,
+             "hd_mm": 1.0, "hd95_mm": 1.0, "nsd": 1.0, "seconds": 1.0}
+            for case, dice in (("a", 0.2), ("b", 0.8)) for label in range(1, 31)]
+    per_mode, per_class = benchmark.summarize(rows, ["plain"])
+    assert per_mode[0]["dice"] == pytest.approx(0.5)
+    assert per_mode[0]["dice_low"] == pytest.approx(0.2) and per_mode[0]["dice_high"] == pytest.approx(0.8)
+    assert [m["dice"] for m in benchmark.case_means(rows)] == [pytest.approx(0.2), pytest.approx(0.8)]
+    one_case, _ = benchmark.summarize([r for r in rows if r["case"] == "a"], ["plain"])
+    text = benchmark.markdown_summary(one_case, [], "t")
+    assert "no CI: 1 case" in text and "bootstrap over cases" in text

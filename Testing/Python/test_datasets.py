@@ -76,7 +76,7 @@ def test_missing_file_is_refused(tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     ("{not json", "cannot read"), ('{"training": 3}', "'training' list"),
-    ('{"training": [{"label": "x"}]}', "has no 'image'"), ('{"training": []}', "no cases"),
+    ('{"training": [{"subject": "x"}]}', "has no 'image'"), ('{"training": []}', "no cases"),
 ])
 def test_broken_dataset_files(tmp_path, content, message):
     (tmp_path / "dataset.json").write_text(content)

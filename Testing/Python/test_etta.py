@@ -124,8 +124,59 @@ def test_adapt_changes_only_norm_parameters_and_lowers_entropy(tiny):
     changed = {n for n, p in adapted.named_parameters() if not torch.equal(p, before[n])}
     assert changed and changed <= norm_names
     assert not adapted.training and not any(p.requires_grad for p in adapted.parameters())
-    # BatchNorm now holds the test scan's statistics (Algorithm 1, UPDATEBNSTATISTICS).
-    assert not torch.equal(adapted.batch.running_mean, tiny.batch.running_mean)
+    assert stats["batchnorm_layers"] == 1
+
+
+def test_batchnorm_statistics_are_re_estimated_on_the_whole_scan(tiny):
+    # Algorithm 1, UPDATEBNSTATISTICS: the BatchNorm layer ends up with the statistics of its input
+    # over the test scan. One window covers the 16^3 scan, so they can be computed directly.
+    image = shifted_image((1, 1, 16, 16, 16))
+    with torch.no_grad():
+        x = tiny.group(tiny.conv2(torch.relu(tiny.instance(tiny.conv1(image)))))
+    adapted, _ = etta.adapt(tiny, image, steps=1, lr=1e-9, roi_size=16)
+    assert torch.allclose(adapted.batch.running_mean, x.mean(dim=(0, 2, 3, 4)), atol=1e-5)
+    assert torch.allclose(adapted.batch.running_var, x.var(dim=(0, 2, 3, 4), unbiased=True), rtol=1e-4)
+
+
+def _entropy_of(model, x):
+    with torch.no_grad():
+        return etta.entropy_map(torch.softmax(model(x), 1))
+
+
+def test_entropy_before_and_after_are_whole_scan_means_without_padding(tiny):
+    # A 12x10x16 scan in 16^3 windows: the window is half padding. The figures are the mean over
+    # the scan's 1,920 voxels, as an independent forward of the padded scan gives them (MONAI's
+    # sliding window pads both sides evenly).
+    image = shifted_image((1, 1, 12, 10, 16))
+    padded = nn.functional.pad(image, (0, 0, 3, 3, 2, 2))
+    adapted, stats = etta.adapt(tiny, image, steps=3, lr=1e-2, roi_size=16)
+    scan = (slice(None), slice(2, 14), slice(3, 13), slice(0, 16))
+    assert stats["entropy_before"] == pytest.approx(float(_entropy_of(tiny, padded)[scan].mean()), abs=1e-5)
+    assert stats["entropy_after"] == pytest.approx(float(_entropy_of(adapted, padded)[scan].mean()), abs=1e-5)
+    assert stats["entropy_before"] != pytest.approx(float(_entropy_of(tiny, padded).mean()), abs=1e-4)
+    assert stats["entropy_measured_on"] == "scan"
+    # one window covers the scan: the patch figures are the same mean
+    assert stats["patch_entropy_before"] == pytest.approx(stats["entropy_before"], abs=1e-6)
+
+
+def test_adapt_and_predict_returns_the_adapted_models_whole_scan_prediction(tiny):
+    image = shifted_image()
+    adapted, stats, probs = etta.adapt_and_predict(tiny, image, steps=2, lr=1e-2, roi_size=16)
+    again = etta.sliding_window_predictor((16, 16, 16), etta.EttaConfig())(adapted, image)
+    assert probs.shape == (1, 4, 24, 20, 16) and torch.allclose(probs, again, atol=1e-6)
+    assert stats["entropy_after"] == pytest.approx(etta.mean_entropy(probs), abs=1e-6)
+
+
+def test_patches_are_the_highest_entropy_windows_of_the_first_pass():
+    entropy = torch.zeros(32, 16, 16)
+    entropy[20:28, 4:12, 4:12] = 1.0  # the uncertain region
+    starts = etta.choose_windows(entropy, (16, 16, 16), 1)
+    assert starts == [(16, 0, 0)]
+
+
+def test_zero_steps_are_refused(tiny):
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        etta.adapt(tiny, shifted_image(), steps=0, roi_size=16)
 
 
 def test_adapt_leaves_the_callers_model_untouched(tiny):
@@ -157,19 +208,12 @@ def test_episodic_each_call_starts_from_the_loaded_weights(tiny):
     assert all(torch.allclose(p, q) for p, q in zip(first.parameters(), second.parameters()))
 
 
-def test_whole_scan_entropy_mode(tiny):
-    config = etta.EttaConfig(entropy_before="scan", optimizer="sgd")
-    _, stats = etta.adapt(tiny, shifted_image(), steps=5, lr=0.5, roi_size=16, config=config)
-    assert stats["entropy_measured_on"] == "scan"
-    assert stats["entropy_after"] < stats["entropy_before"]
-
-
 def test_adapt_on_a_tiny_swin_unetr():
     torch.manual_seed(0)
     model = build_model(12).eval()
     reference = {k: v.clone() for k, v in model.state_dict().items()}
     adapted, stats = etta.adapt(model, torch.rand(1, 1, 32, 32, 32), steps=1, lr=1e-3, roi_size=32,
-                                config=etta.EttaConfig(candidates=1, patches=1))
+                                config=etta.EttaConfig(patches=1))
     assert 0 <= stats["entropy_after"] <= 1 and stats["patches"] == 1
     assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
     assert stats["n_parameters"] == sum(p.numel() for p in etta.adaptable_parameters(model))

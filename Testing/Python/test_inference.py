@@ -132,7 +132,7 @@ def test_intensity_normalisation():
     assert 0 <= mr.min() and mr.max() <= 1
     assert np.all(inference.normalize_intensity(np.ones((1, 4, 4, 4)), "percentile") == 0)
     with pytest.raises(ValueError, match="unknown intensity"):
-        inference.normalize_intensity(array, "zscore")
+        inference.normalize_intensity(array, "gamma")
 
 
 def test_device_selection():
@@ -199,7 +199,7 @@ def test_etta_out_of_memory_is_skipped_with_a_warning(mr, monkeypatch):
     def failing(*args, **kwargs):
         raise inference.OUT_OF_MEMORY("CUDA out of memory")
 
-    monkeypatch.setattr(etta, "adapt", failing)
+    monkeypatch.setattr(etta, "adapt_and_predict", failing)  # what segment_image calls
     with pytest.warns(UserWarning, match="ETTA ran out of GPU memory and was skipped"):
         result = segment_image(mr, IntensityBands(), CheckpointMetadata(roi_size=64), cpu(etta=True))
     assert result.stats["etta"]["skipped"] == "out of memory"

@@ -83,8 +83,8 @@ def test_select_by_names_groups_and_parts():
     scheme = labels.get_scheme("ukbob")
     assert scheme.select("liver, left kidney") == [3, 5]
     assert scheme.select(["left lung"]) == [10, 11]
-    muscles = scheme.select("muscle")
-    assert all(scheme[i].group == "muscle" for i in muscles) and len(muscles) == 10
+    muscles = scheme.select("muscle")  # the group, and the structure named "muscle" (issue 14)
+    assert [i for i in muscles if scheme[i].group != "muscle"] == [66] and len(muscles) == 11
     assert scheme.select(None) == scheme.indices
 
 

@@ -77,8 +77,47 @@ def test_bootstrap_ci():
     mean, low, high = metrics.bootstrap_ci(values)
     assert low < mean < high and mean == pytest.approx(values.mean())
     assert high - low == pytest.approx(2 * 1.96 * values.std() / np.sqrt(200), rel=0.25)
-    assert metrics.bootstrap_ci([0.5]) == (0.5, 0.5, 0.5)
+    single = metrics.bootstrap_ci([0.5])  # one case: no confidence interval
+    assert single[0] == 0.5 and math.isnan(single[1]) and math.isnan(single[2])
     assert all(math.isnan(v) for v in metrics.bootstrap_ci([]))
+
+
+def test_a_structure_in_one_map_only_scores_the_whole_image_diagonal():
+    # The case: a 4^3 cube missed in a 50x60x70 image scores the image diagonal (103 mm),
+    # not the diagonal of its own box (8.7 mm), with isotropic and anisotropic spacing.
+    shape = (50, 60, 70)
+    cube = np.zeros(shape, np.uint8)
+    cube[10:14, 20:24, 30:34] = 1
+    empty = np.zeros(shape, np.uint8)
+    for spacing in ((1.0, 1.0, 1.0), (2.0, 1.5, 0.8)):
+        diagonal = math.sqrt(sum(((n - 1) * s) ** 2 for n, s in zip(shape, spacing)))
+        for pred, ref in ((empty, cube), (cube, empty)):  # missed, then hallucinated
+            row = metrics.per_class_metrics(pred, ref, [1], spacing=spacing)[0]
+            assert row["hd"] == pytest.approx(diagonal) and row["hd95"] == pytest.approx(diagonal)
+            assert row["dice"] == 0.0 and row["nsd"] == 0.0
+    assert math.sqrt(49 ** 2 + 59 ** 2 + 69 ** 2) == pytest.approx(103.2, abs=0.1)
+
+
+def test_a_missed_organ_never_scores_better_than_a_misplaced_one():
+    ref = np.zeros((50, 60, 70), np.uint8)
+    ref[10:14, 20:24, 30:34] = 1
+    misplaced = np.roll(ref, 30, axis=2)
+    missed = metrics.per_class_metrics(np.zeros_like(ref), ref, [1])[0]
+    moved = metrics.per_class_metrics(misplaced, ref, [1])[0]
+    assert moved["hd"] == pytest.approx(30.0)
+    assert missed["hd95"] > moved["hd95"]
+
+
+def test_cropping_does_not_change_distances_when_both_are_present():
+    rng = np.random.default_rng(3)
+    ref = np.zeros((30, 32, 34), np.uint8)
+    ref[5:15, 6:18, 8:20] = 2
+    pred = ref.copy()
+    pred[rng.random(ref.shape) < 0.01] = 2
+    row = metrics.per_class_metrics(pred, ref, [2], spacing=(1.5, 1.0, 2.0))[0]
+    assert row["hd"] == pytest.approx(metrics.hausdorff(pred == 2, ref == 2, (1.5, 1.0, 2.0)))
+    assert row["hd95"] == pytest.approx(metrics.hausdorff(pred == 2, ref == 2, (1.5, 1.0, 2.0), 95))
+    assert row["nsd"] == pytest.approx(metrics.surface_dice(pred == 2, ref == 2, (1.5, 1.0, 2.0)))
 
 
 @pytest.mark.parametrize("call, message", [

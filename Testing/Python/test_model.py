@@ -104,9 +104,12 @@ def test_wrong_shape_names_the_first_bad_key(tiny, tmp_path):
 
 
 def test_wrong_head_size_is_refused(tmp_path):
-    torch.save(build_model(12, out_channels=14).state_dict(), tmp_path / "c.pt")
-    with pytest.raises(ValueError, match="14 output channels"):
+    torch.save(build_model(12, out_channels=15).state_dict(), tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="15 output channels match no label scheme.*--scheme"):
         load_checkpoint(tmp_path / "c.pt")
+    torch.save(build_model(12, out_channels=14).state_dict(), tmp_path / "c14.pt")
+    with pytest.raises(ValueError, match="14 output channels match no layout of scheme 'ukbob'"):
+        load_checkpoint(tmp_path / "c14.pt", scheme="ukbob")
 
 
 def test_missing_key_is_named(tiny, tmp_path):

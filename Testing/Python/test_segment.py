@@ -145,6 +145,11 @@ def test_without_checkpoint_the_bundled_demo_model_is_used(scan, tmp_path, capsy
     assert swinbob("segment", scan, "-o", tmp_path / "out", "--device", "cpu", "--no-preview") == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
     assert Path(report["checkpoint"]["path"]) == DEMO_MODEL
+    assert report["model"]["demo"] is True and "not Swin-BOB" in report["model"]["description"]
+    assert "DEMO MODEL" in capsys.readouterr().out
+    labels = io.load_labelmap(tmp_path / "out" / "labels.nii.gz", scheme="ukbob")
+    image = io.load_image(scan)
+    assert labels.spatial_shape == image.spatial_shape and np.allclose(labels.affine, image.affine)
 
 
 def test_organ_rows_for_an_empty_label_map():
@@ -170,3 +175,16 @@ def test_list_inputs(tmp_path):
     (tmp_path / "x.csv").write_text("path\na.nii.gz\n")
     with pytest.raises(ValueError, match="'image' column"):
         list_inputs(tmp_path / "x.csv")
+
+
+def test_model_record_names_the_model_and_flags_demo_models():
+    from SwinBOBLib.model import CheckpointMetadata
+    from SwinBOBLib.segment import model_notice, model_record
+
+    plain = model_record(CheckpointMetadata(feature_size=12), "/weights/my_swinbob.pt")
+    assert plain["name"] == "my_swinbob" and plain["demo"] is False and "swinunetr" in plain["description"]
+    assert not model_notice(plain).startswith("DEMO")
+    demo = model_record(CheckpointMetadata(name="toy", description="a toy, not Swin-BOB", demo=True))
+    assert demo == {"name": "toy", "demo": True, "description": "a toy, not Swin-BOB", "network": "swinunetr",
+                    "path": None}
+    assert model_notice(demo) == "DEMO MODEL toy: a toy, not Swin-BOB"

@@ -33,7 +33,7 @@ def test_a_tiny_training_runs_to_completion_and_reports_progress(dataset, tmp_pa
     while not job.finished:
         fractions.append(job.poll().fraction)
         time.sleep(0.1)
-        assert time.monotonic() - job.startTime < 240, "training did not finish"
+        assert time.monotonic() - job.startTime < 600, "training did not finish"
     assert job.status.state == jobs.SUCCEEDED, (job.status.message, list(job.stderr)[-5:])
     steps = [e for e in job.events if e["event"] == "step"]
     assert [e["global_step"] for e in steps] == [1, 2] and steps[-1]["total_steps"] == 2
@@ -55,9 +55,9 @@ def test_stop_ends_a_training_cleanly_with_a_loadable_checkpoint(dataset, tmp_pa
     try:
         while not any(e["event"] == "step" for e in job.events):
             assert job.poll().state == jobs.RUNNING, (job.status.message, list(job.stderr)[-5:])
-            assert time.monotonic() - job.startTime < 240, "no step reported"
+            assert time.monotonic() - job.startTime < 600, "no step reported"
             time.sleep(0.1)
-        status = job.stop(grace=120)
+        status = job.stop(grace=300)  # a step can take minutes on a loaded 2-core machine
     finally:
         if job.process.poll() is None:
             job.process.kill()

@@ -127,7 +127,8 @@ def test_plain_parameter_node_stores_typed_values():
     scene = slicer.vtkMRMLScene()
     node = scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode")
     params = parameters.PlainParameterNode(node)
-    assert params.device == "auto" and params.ettaSteps == 3 and params.etta is False and params.inputVolume is None
+    assert params.device == "auto" and params.ettaSteps == parameters.ETTA_STEPS and params.etta is False
+    assert params.inputVolume is None
     params.etta, params.ettaSteps, params.ettaLearningRate, params.structures = True, 5, 5e-4, "liver"
     volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
     params.inputVolume = volume
@@ -246,7 +247,7 @@ def test_missing_packages_are_installed_after_one_question():
     assert len(questions) == 1
     assert "torch (through the PyTorch extension)" in questions[0] and "monai>=1.4" in questions[0]
     assert torch.calls == [(False, dependencies.TORCH_REQUIREMENT)]
-    assert pip == ["monai>=1.4 einops>=0.7 nibabel>=5.0 numba>=0.59 matplotlib>=3.7"]
+    assert pip == ["monai>=1.4 einops>=0.7 nibabel>=5.0 numba>=0.59 matplotlib>=3.7 psutil>=5.9"]
     assert installer.ready()
 
 
@@ -267,3 +268,98 @@ def test_pip_requirements_follow_pyproject(repo_root):
     bundled_with_slicer = {"torch", "numpy", "simpleitk"}
     expected = dependencies.requirementNames(project["dependencies"]) - bundled_with_slicer
     assert dependencies.requirementNames([r for _, r in dependencies.PIP_REQUIREMENTS]) == expected
+
+
+# ----------------------------------------------------------------------------- application conditions
+
+
+def test_every_node_parameter_type_instantiates():
+    """Slicer's node-combobox connector instantiates each annotated class to read its name
+    (parameterNodeWrapper/util.py getNodeTypes); an abstract one raises and the panel never binds."""
+    import slicer
+
+    with pytest.raises(TypeError):
+        slicer.vtkMRMLVolumeNode()  # what inputVolume was declared as: abstract
+    nodeParameters = [p for p in parameters.PARAMETERS if p.isNode]
+    assert {"inputVolume", "segmentation", "entropyVolume", "organTable"} <= {p.name for p in nodeParameters}
+    for p in nodeParameters:
+        names = (p.type,) if isinstance(p.type, str) else p.type
+        assert names == p.nodeTypes
+        for name in names:
+            assert getattr(slicer, name)().GetClassName() == name, p.name
+    assert set(parameters.PARAMETERS[0].nodeTypes) == {"vtkMRMLScalarVolumeNode", "vtkMRMLVectorVolumeNode"}
+
+
+def test_plain_parameter_node_takes_vector_volumes_and_refuses_out_of_range_numbers():
+    import slicer
+
+    scene = slicer.vtkMRMLScene()
+    params = parameters.PlainParameterNode(scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode"))
+    vector = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode")
+    params.inputVolume = vector
+    assert params.inputVolume is vector
+    with pytest.raises(ValueError, match=r"expected a vtkMRMLScalarVolumeNode or vtkMRMLVectorVolumeNode"):
+        params.inputVolume = scene.AddNewNodeByClass("vtkMRMLTableNode")
+    with pytest.raises(ValueError, match=r"ettaSteps: expected a value in \[1, 100\], got 0"):
+        params.ettaSteps = 0
+    with pytest.raises(ValueError, match="entropyOpacity"):
+        params.entropyOpacity = 1.5
+
+
+def _failing_pip(text):
+    import subprocess
+
+    raise subprocess.CalledProcessError(1, ["PythonSlicer", "-m", "pip", "install", *text.split()])
+
+
+def test_a_failed_pip_install_is_a_message_not_a_traceback():
+    installer = dependencies.DependencyInstaller(confirm=lambda q: True, pipInstall=_failing_pip,
+                                                 isImportable=lambda name: name == "torch", log=lambda m: None,
+                                                 torchVersion=lambda: "2.5.1")
+    with pytest.raises(dependencies.DependencyError, match=r"Installing monai>=1.4 .* failed \(exit status 1 of "
+                                                           r"`PythonSlicer -m pip install monai"):
+        installer.ensure()
+
+
+def test_a_failed_torch_install_is_a_message_not_a_traceback():
+    import subprocess
+
+    class Failing:
+        def installTorch(self, askConfirmation, torchVersionRequirement):
+            raise subprocess.CalledProcessError(2, "light_the_torch install torch>=2.3")
+
+    installed = {n for n, _ in dependencies.PIP_REQUIREMENTS}
+    installer = dependencies.DependencyInstaller(confirm=lambda q: True, torchLogicFactory=Failing,
+                                                 isImportable=lambda name: name in installed, log=lambda m: None)
+    with pytest.raises(dependencies.DependencyError, match="Installing torch>=2.3 failed .exit status 2"):
+        installer.ensure()
+
+
+def test_a_too_old_torch_is_offered_an_upgrade():
+    installed = {"torch", *(n for n, _ in dependencies.PIP_REQUIREMENTS)}
+    version = ["2.1.2+cu118"]
+
+    class Upgrading:
+        calls = []
+
+        def installTorch(self, askConfirmation, torchVersionRequirement):
+            self.calls.append(torchVersionRequirement)
+            version[0] = "2.5.0"
+            return object()
+
+    questions = []
+    installer = dependencies.DependencyInstaller(
+        confirm=lambda q: questions.append(q) or True, pipInstall=lambda t: None, torchLogicFactory=Upgrading,
+        isImportable=lambda name: name in installed, log=lambda m: None, torchVersion=lambda: version[0])
+    assert installer.torchTooOld() == "2.1.2+cu118" and not installer.ready()
+    assert installer.ensure()
+    assert "upgrade from 2.1.2+cu118" in questions[0] and Upgrading.calls == [dependencies.TORCH_REQUIREMENT]
+    assert installer.ready()
+    assert dependencies.versionTuple("2.13.0") > dependencies.versionTuple("2.3")
+    assert dependencies.TORCH_REQUIREMENT == ">=" + ".".join(map(str, dependencies.TORCH_MINIMUM))
+
+
+def test_slicer_versions_before_5_10_are_refused_with_a_message():
+    assert dependencies.slicerVersionProblem(5, 10) is None and dependencies.slicerVersionProblem(6, 0) is None
+    message = dependencies.slicerVersionProblem(5, 8)
+    assert "Slicer 5.10 or newer" in message and "5.8" in message

@@ -1,7 +1,8 @@
 """A result rendered through Slicer's slice pipeline (vtkMRMLSliceLogic, offscreen, no OpenGL):
-scan + entropy overlay + label layer, written as PNG; the docs picture is refreshed from it."""
+scan + entropy overlay + label layer, written as PNG into a temporary folder only. The docs picture
+(docs/slicer_render.png) is refreshed by `make docs-pictures`, never by the tests."""
 
-import shutil
+import hashlib
 
 import numpy as np
 import pytest
@@ -9,40 +10,22 @@ import pytest
 pytest.importorskip("slicer", reason="slicer-core is not installed (pip install -e '.[slicer]')")
 
 import slicer_harness  # noqa: E402
-from SwinBOBModule import nodes, rendering, selftests  # noqa: E402
-from SwinBOBModule.logic import SwinBOBLogic  # noqa: E402
-from SwinBOBModule.parameters import SegmentationOptions  # noqa: E402
+from SwinBOBModule import rendering  # noqa: E402
 
 DOCS_PICTURE = slicer_harness.REPO / "docs" / "slicer_render.png"
-ORIENTATIONS = ("Axial", "Coronal", "Sagittal")
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
 
 @pytest.fixture(scope="module")
 def rendered(samples, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("render")
+    docs_before = _digest(DOCS_PICTURE)
     core = slicer_harness.start_slicer_core()
     try:
-        volume = slicer_harness.load_volume(core.scene, samples / "example_mr_sm.nii.gz", "example_mr_sm")
-        checkpoint = selftests.make_tiny_checkpoint(tmp / "tiny.pt")
-        result = SwinBOBLogic().segment(volume, SegmentationOptions(checkpointPath=checkpoint))
-        rows = nodes.tableRows(result.tableNode)
-        largest = max(rows, key=lambda r: r["volume_ml"])["name"]
-        center = SwinBOBLogic().centreOnStructure(result.segmentationNode, largest)
-        views = {}
-        for orientation in ORIENTATIONS:
-            views[orientation] = {
-                layers: rendering.sliceImage(core.scene, volume, *args, orientation=orientation, size=(360, 360),
-                                             center=center, applicationLogic=core.applicationLogic)
-                for layers, args in (("scan", ()), ("entropy", (result.entropyNode,)),
-                                     ("labels", (None, result.segmentationNode)),
-                                     ("all", (result.entropyNode, result.segmentationNode)))}
-        snapshot = SwinBOBLogic().snapshot(result, tmp / "snapshot_axial.png", "Axial", (256, 256))
-        legend = rendering.colorLookup(result.entropyNode.GetDisplayNode().GetColorNode())
-        window = result.entropyNode.GetDisplayNode()
-        yield {"views": views, "tmp": tmp, "legend": legend,
-               "window": (window.GetWindowLevelMin(), window.GetWindowLevelMax()),
-               "summary": result.entropySummary(), "scene": core.scene,
-               "snapshot": snapshot}
+        yield {**slicer_harness.render_result_views(core, tmp), "tmp": tmp, "docs_before": docs_before}
     finally:
         rendering.releaseSnapshotView(core.scene)
         core.close()
@@ -68,37 +51,13 @@ def test_axial_view_is_radiological(rendered):
     assert np.ptp(cols) > np.ptp(rows)
 
 
-def test_png_written_and_docs_picture_refreshed(rendered):
-    paths = [rendering.writePng(rendered["views"][o]["all"], rendered["tmp"] / f"slice_{o.lower()}.png")
-             for o in ORIENTATIONS]
+def test_pngs_are_written_to_the_temporary_folder_only(rendered):
+    tmp = rendered["tmp"]
+    paths = [rendering.writePng(rendered["views"][o]["all"], tmp / f"slice_{o.lower()}.png")
+             for o in slicer_harness.ORIENTATIONS]
     for path in [*paths, rendered["snapshot"]]:
         assert path.stat().st_size > 1000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    figure = _figure(rendered, rendered["tmp"] / "slicer_render.png")
+        assert tmp in path.parents
+    figure = slicer_harness.render_figure(rendered, tmp / "slicer_render.png")
     assert figure.stat().st_size > 10_000
-    DOCS_PICTURE.parent.mkdir(exist_ok=True)
-    shutil.copyfile(figure, DOCS_PICTURE)
-
-
-def _figure(rendered, path):
-    """The three blended views side by side with the entropy colour legend (matplotlib adds the
-    titles and the legend; the pixels are Slicer's)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap, Normalize
-
-    fig, axes = plt.subplots(2, 3, figsize=(12, 7.5), dpi=100)
-    for row, (layer, title) in enumerate((("labels", "MR + labels"), ("entropy", "MR + entropy overlay"))):
-        for ax, orientation in zip(axes[row], ORIENTATIONS):
-            ax.imshow(rendered["views"][orientation][layer][60:300])
-            ax.set_title(f"{orientation}: {title}", fontsize=10)
-            ax.axis("off")
-    low, high = rendered["window"]
-    mappable = plt.cm.ScalarMappable(Normalize(low, high), ListedColormap(rendered["legend"]))
-    fig.colorbar(mappable, ax=axes[1], fraction=0.02, pad=0.01, label="entropy (normalised)")
-    fig.suptitle("SwinBOB result rendered by Slicer's slice pipeline (vtkMRMLSliceLogic, offscreen)\n"
-                 f"example_mr_sm, tiny untrained test model: {rendered['summary']}", fontsize=10)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    assert _digest(DOCS_PICTURE) == rendered["docs_before"], "a test changed docs/slicer_render.png"

@@ -25,13 +25,15 @@ MODULE_CODE = [slicer_harness.REPO / "SwinBOB" / "SwinBOB.py",
                slicer_harness.REPO / "SwinBOB" / "SwinBOBModule" / "widget.py"]
 #: Slicer/CTK classes the .ui may use, with the Qt class their placeholder derives from.
 SLICER_CLASSES = {"qMRMLWidget": "QWidget", "ctkCollapsibleButton": "QWidget", "qMRMLNodeComboBox": "QWidget",
-                  "ctkPathLineEdit": "QWidget"}
+                  "ctkPathLineEdit": "QWidget", "ctkSliderWidget": "QWidget"}
 #: What the widget code calls on each widget's class (a typo in the .ui class breaks these).
 REQUIRED_CLASSES = {"applyButton": "QPushButton", "cancelButton": "QPushButton", "progressBar": "QProgressBar",
                     "statusLabel": "QLabel", "deviceComboBox": "QComboBox", "organTableWidget": "QTableWidget",
                     "entropySummaryLabel": "QLabel", "checkpointPathLineEdit": "ctkPathLineEdit",
                     "boundsPathLineEdit": "ctkPathLineEdit", "organTableSelector": "qMRMLNodeComboBox",
-                    "ettaStepsSpinBox": "QSpinBox", "ettaLearningRateSpinBox": "QDoubleSpinBox"}
+                    "ettaStepsSpinBox": "QSpinBox", "ettaLearningRateSpinBox": "QDoubleSpinBox",
+                    "modelSummaryLabel": "QLabel", "boundsSummaryLabel": "QLabel",
+                    "segmentFillOpacitySliderWidget": "ctkSliderWidget", "entropyOpacitySliderWidget": "ctkSliderWidget"}
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +135,7 @@ def test_node_selectors_accept_the_right_node_types(tree):
         types = [s.text for s in props["nodeTypes"].iter("string")]
         parameter = spec[props["SlicerParameterName"].find("string").text]
         assert types and all(t.startswith("vtkMRML") for t in types)
-        if parameter.type != "vtkMRMLVolumeNode":
-            assert types == [parameter.type], (widget.get("name"), types)
+        assert types == list(parameter.nodeTypes), (widget.get("name"), types)
     receivers = {c.find("receiver").text for c in tree.iter("connection")
                  if c.find("slot").text == "setMRMLScene(vtkMRMLScene*)"}
     selectors = {w.get("name") for w in tree.iter("widget") if w.get("class") == "qMRMLNodeComboBox"}
@@ -145,3 +146,72 @@ def test_custom_classes_are_declared(tree):
     declared = {c.find("class").text for c in tree.iter("customwidget")}
     used = {w.get("class") for w in tree.iter("widget")} - {n for n in dir(QtWidgets) if n.startswith("Q")}
     assert used <= declared <= set(SLICER_CLASSES), (used, declared)
+
+
+def _numbers(widget):
+    values = {}
+    for prop in widget.findall("property"):
+        child = prop.find("number") if prop.find("number") is not None else prop.find("double")
+        if child is not None:
+            values[prop.get("name")] = float(child.text)
+    return values
+
+
+def test_number_limits_of_the_ui_are_declared_on_the_parameters(tree, loaded):
+    """Slicer's spin-box and slider connectors replace a widget's limits with the parameter's
+    (``Minimum``/``Maximum``/``WithinRange``; unbounded without them, and a ctkSliderWidget bound
+    to an unbounded float is refused), so every number parameter declares the .ui's limits."""
+    from SwinBOBModule.parameters import PARAMETERS
+
+    spec = {p.name: p for p in PARAMETERS}
+    checked = 0
+    for widget in tree.iter("widget"):
+        props = {p.get("name"): p for p in widget.findall("property")}
+        if "SlicerParameterName" not in props:
+            continue
+        parameter = spec[props["SlicerParameterName"].find("string").text]
+        if parameter.type not in (int, float):
+            continue
+        numbers = _numbers(widget)
+        assert parameter.minimum is not None and parameter.maximum is not None, parameter.name
+        assert (numbers["minimum"], numbers["maximum"]) == (parameter.minimum, parameter.maximum), parameter.name
+        assert parameter.minimum <= parameter.default <= parameter.maximum, parameter.name
+        if parameter.type is float:
+            assert numbers.get("decimals") == parameter.decimals, parameter.name
+            assert 10 ** -parameter.decimals <= max(abs(parameter.minimum), 10 ** -parameter.decimals)
+        if widget.get("class") in ("QSpinBox", "QDoubleSpinBox"):
+            qwidget = loaded.findChild(getattr(QtWidgets, widget.get("class")), widget.get("name"))
+            assert (qwidget.minimum(), qwidget.maximum()) == pytest.approx((parameter.minimum, parameter.maximum))
+        checked += 1
+    assert checked >= 4
+
+
+def test_typed_wrapper_annotations_are_what_slicer_binds(monkeypatch):
+    """The annotations handed to ``@parameterNodeWrapper``: node parameters are concrete classes,
+    a union ends in None (what ``isNodeOrUnionOfNodes`` and the union serializer need), bounded
+    numbers carry their range."""
+    import typing
+
+    import slicer
+
+    from SwinBOBModule import parameters
+
+    class Range:
+        def __init__(self, low, high):
+            self.low, self.high = low, high
+
+    wrapper = type("wrapper", (), {"WithinRange": Range})
+    for p in parameters.PARAMETERS:
+        annotation = parameters.annotationOf(p, slicer, wrapper)
+        if p.isNode:
+            classes = typing.get_args(annotation) or (annotation,)
+            if len(p.nodeTypes) > 1:
+                assert typing.get_origin(annotation) is typing.Union and classes[-1] is type(None), p.name
+                classes = classes[:-1]
+            assert [c().GetClassName() for c in classes] == list(p.nodeTypes), p.name
+        elif p.minimum is not None:
+            base, *extras = typing.get_args(annotation)
+            assert base is p.type and len(extras) == 1, p.name  # GUI-only annotations would be logged as unused
+            assert isinstance(extras[0], Range) and (extras[0].low, extras[0].high) == (p.minimum, p.maximum)
+        else:
+            assert annotation is p.type

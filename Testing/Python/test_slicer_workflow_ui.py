@@ -53,7 +53,8 @@ def test_the_sections_load_with_qt():
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     loader = QUiLoader()
     for name, base in {"qMRMLWidget": "QWidget", "ctkCollapsibleButton": "QWidget",
-                       "qMRMLNodeComboBox": "QWidget", "ctkPathLineEdit": "QWidget"}.items():
+                       "qMRMLNodeComboBox": "QWidget", "ctkPathLineEdit": "QWidget",
+                       "ctkSliderWidget": "QWidget"}.items():
         loader.registerCustomWidget(type(name, (getattr(QtWidgets, base),), {}))
     handle = QFile(str(UI))
     assert handle.open(QFile.ReadOnly)
@@ -65,3 +66,8 @@ def test_the_sections_load_with_qt():
     assert widget.findChild(QtWidgets.QComboBox, "reviewSortComboBox").itemText(3) == "state"
     assert not widget.findChild(QtWidgets.QPushButton, "jobStopButton").isEnabled()
     assert widget.findChild(QtWidgets.QPlainTextEdit, "jobLogTextEdit").isReadOnly()
+    # 0 = "from the config file / default", so the form can leave epochs and steps to the config
+    for name in ("jobEpochsSpinBox", "jobMaxStepsSpinBox"):
+        box = widget.findChild(QtWidgets.QSpinBox, name)
+        assert box.minimum() == 0 and box.value() == 0 and box.specialValueText(), name
+    assert widget.findChild(QtWidgets.QComboBox, "jobDeviceComboBox").count() == 0  # filled with the device list

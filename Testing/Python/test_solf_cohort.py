@@ -119,13 +119,43 @@ def test_resume_after_kill_recomputes_nothing_twice(cohort_dir, tmp_path):
     assert result.cohort() == fresh.cohort()
 
 
-def test_duplicate_records_are_dropped(tmp_path):
+def test_superseded_records_are_dropped(tmp_path):
     store = solf_cohort.ResultStore(tmp_path / "features.jsonl")
     store.append({"id": "a", "features": {}})
-    store.append({"id": "a", "features": {"1": {}}})
+    store.append({"id": "a", "features": {"1": {}}})  # recomputed later: the later record wins
     with pytest.warns(RuntimeWarning):
-        assert store.load() == {"a": {"id": "a", "features": {}}}
+        assert store.load() == {"a": {"id": "a", "features": {"1": {}}}}
     assert len(store.path.read_text(encoding="utf-8").splitlines()) == 1
+
+
+def test_a_corrected_label_map_is_recomputed(cohort_dir, tmp_path):
+    # Issue 14 item 6: the store was keyed by sample id only, so a corrected map kept stale features.
+    import shutil
+
+    folder = tmp_path / "maps"
+    shutil.copytree(cohort_dir, folder)
+    (folder / "case_broken.nii.gz").unlink()
+    samples = solf_cohort.find_samples(folder)
+    first = solf_cohort.compute_features(samples, tmp_path / "out", workers=1, progress=False)
+    corrected = make_labelmap(np.random.default_rng(1))
+    corrected[corrected == 1] = 0  # the correction removes the spleen
+    nib.save(nib.Nifti1Image(corrected, AFFINE), folder / "case_003.nii.gz")
+    second = solf_cohort.compute_features(samples, tmp_path / "out", workers=1, progress=False)
+    assert second.computed == 1 and second.reused == len(samples) - 1
+    assert 1 in first.cohort()["case_003"] and 1 not in second.cohort()["case_003"]
+    third = solf_cohort.compute_features(samples, tmp_path / "out", workers=1, progress=False)
+    assert third.computed == 0 and third.cohort() == second.cohort()
+
+
+def test_organ_only_maps_with_body_auto_warn(tmp_path):
+    labels = np.zeros((30, 30, 20), np.uint8)
+    labels[3:10, 5:15, 5:15] = 5  # two organs side by side in an unlabelled body
+    labels[18:26, 6:14, 4:14] = 1
+    nib.save(nib.Nifti1Image(labels, AFFINE), tmp_path / "organs.nii.gz")
+    sample = solf_cohort.find_samples(tmp_path)[0]
+    record = solf_cohort.compute_sample(sample)
+    assert record["warnings"] and "--body image" in record["warnings"][0] and "body mask" in record["warnings"][0]
+    assert solf_cohort.compute_sample(sample, body="labels")["warnings"] == []  # chosen on purpose
 
 
 def test_resume_refuses_other_settings(cohort_dir, tmp_path):

@@ -1,0 +1,171 @@
+"""Per-structure checks beyond SOLF (laterality, components, holes, slice continuity, entropy),
+their verdicts, the cohort-size warning, and `solf check` refusing bounds of another scheme."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from SwinBOBLib.solf import commands
+from SwinBOBLib.solf.bounds import fit_bounds
+from SwinBOBLib.solf.checks import (BOUNDED_FEATURES, CHECKS, check_flags, cohort_size_warning, combined_verdict,
+                                    minimum_cohort, structure_checks, superior_axis)
+
+RAS = np.diag([2.0, 2.0, 3.0, 1.0])  # world +x is the patient's right; the array x index grows along it
+KIDNEY_RIGHT, KIDNEY_LEFT, LIVER = 2, 3, 5
+NAMES = {KIDNEY_RIGHT: "kidney_right", KIDNEY_LEFT: "kidney_left", LIVER: "liver"}
+
+
+def body_with_kidneys(swap: bool = False) -> np.ndarray:
+    """A 40x20x20 body (label 66) with a kidney on each side: world x > 0 is the patient's right."""
+    labels = np.zeros((40, 20, 20), np.uint8)
+    labels[2:38, 2:18, 2:18] = 66
+    right, left = (slice(26, 32), slice(8, 14)) if not swap else (slice(8, 14), slice(26, 32))
+    labels[right, 6:12, 6:14] = KIDNEY_RIGHT
+    labels[left, 6:12, 6:14] = KIDNEY_LEFT
+    return labels
+
+
+def test_laterality_sees_a_left_right_swap():
+    clean = structure_checks(body_with_kidneys(), RAS)
+    assert clean[KIDNEY_LEFT]["lateral_offset_mm"] > 0 > clean[KIDNEY_RIGHT]["lateral_offset_mm"]
+    swapped = structure_checks(body_with_kidneys(swap=True), RAS)
+    name = lambda label: NAMES.get(label, "muscle")  # noqa: E731
+    assert check_flags(clean, {}, name, ["laterality"]) == {KIDNEY_RIGHT: [], KIDNEY_LEFT: [], 66: []}
+    verdict = check_flags(swapped, {}, name, ["laterality"])
+    assert verdict[KIDNEY_RIGHT] == ["laterality"] and verdict[KIDNEY_LEFT] == ["laterality"] and not verdict[66]
+
+
+def test_laterality_follows_the_affine():
+    flipped = RAS.copy()
+    flipped[0, 0] = -2.0  # the array's x index now runs toward the patient's left
+    flipped[0, 3] = 78.0
+    values = structure_checks(body_with_kidneys(), flipped)
+    assert values[KIDNEY_LEFT]["lateral_offset_mm"] < 0  # the same array is now a swap
+
+
+def test_components_holes_and_slice_gaps_by_hand():
+    labels = np.zeros((20, 20, 30), np.uint8)
+    labels[4:12, 4:12, 4:24] = LIVER
+    solid = structure_checks(labels, RAS)[LIVER]
+    assert solid["components"] == 1 and solid["largest_component_fraction"] == 1.0
+    assert solid["filled_volume_ratio"] == 1.0 and solid["slice_gap_fraction"] == 0.0
+    blob = labels.copy()
+    blob[16:18, 16:18, 26:28] = LIVER  # 8 voxels far away
+    values = structure_checks(blob, RAS)[LIVER]
+    assert values["components"] == 2 and values["largest_component_fraction"] == pytest.approx(1280 / 1288)
+    holed = labels.copy()
+    holed[7:9, 7:9, 10:12] = 0  # an enclosed 8-voxel cavity
+    assert structure_checks(holed, RAS)[LIVER]["filled_volume_ratio"] == pytest.approx(1280 / 1272)
+    dropped = labels.copy()
+    dropped[:, :, [10, 15]] = 0  # two axial slices (world z is array axis 2) dropped out of 20
+    values = structure_checks(dropped, RAS)[LIVER]
+    assert values["slice_gap_fraction"] == pytest.approx(2 / 20) and values["components"] == 3
+
+
+def test_superior_axis_and_mean_entropy():
+    permuted = np.array([[0, 0, 2.0, 0], [0, 2.0, 0, 0], [3.0, 0, 0, 0], [0, 0, 0, 1]])
+    assert superior_axis(RAS) == 2 and superior_axis(permuted) == 0
+    labels = np.zeros((10, 10, 10), np.uint8)
+    labels[2:5, 2:5, 2:5] = LIVER
+    entropy = np.where(labels == LIVER, 0.4, 0.0).astype(np.float32)
+    assert structure_checks(labels, RAS, entropy=entropy)[LIVER]["mean_entropy"] == pytest.approx(0.4)
+    assert "mean_entropy" not in structure_checks(labels, RAS)[LIVER]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: structure_checks(np.zeros((4, 4, 4), np.uint8), np.eye(3)), "4x4"),
+    (lambda: structure_checks(np.zeros((4, 4, 4), np.uint8), RAS, body_mask=np.ones((4, 4, 5))), "body mask"),
+    (lambda: structure_checks(np.zeros((4, 4, 4), np.uint8), RAS, entropy=np.ones((3, 4, 4))), "entropy map"),
+])
+def test_bad_inputs(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_cohort_bounds_flag_only_beyond_the_cohort():
+    rng = np.random.default_rng(0)
+    cohort = {}
+    for n in range(40):
+        labels = np.zeros((20, 20, 30), np.uint8)
+        labels[4:12 + rng.integers(0, 2), 4:12, 4:24] = LIVER
+        cohort[f"s{n}"] = structure_checks(labels, RAS)
+    broken = np.zeros((20, 20, 30), np.uint8)
+    broken[4:12, 4:12, 4:24] = LIVER
+    broken[:, :, 12] = 0
+    cohort["broken"] = structure_checks(broken, RAS)
+    bounds = fit_bounds(cohort, 2.0, features=[f for f in BOUNDED_FEATURES if f != "mean_entropy"])
+    flags = {s: check_flags(v, bounds, lambda label: "liver") for s, v in cohort.items()}
+    assert flags["broken"][LIVER] == ["components", "continuity"]
+    assert all(not f[LIVER] for s, f in flags.items() if s != "broken")
+    assert combined_verdict({"components", "continuity"}) and combined_verdict({"laterality"})
+    assert not combined_verdict({"sphericity"})
+
+
+def test_every_check_is_documented():
+    assert set(CHECKS) == {"laterality", "components", "holes", "continuity", "entropy"}
+    assert all(c.description and c.rule in ("side", "components", "upper", "lower") for c in CHECKS.values())
+
+
+def test_cohort_size_warning():
+    assert minimum_cohort(2) == 100 and minimum_cohort(1) == 200 and minimum_cohort(5) == 40
+    assert cohort_size_warning(100, 2) is None and cohort_size_warning(20, 0) is None
+    warning = cohort_size_warning(20, 2)
+    assert "20 samples" in warning and "at least 100" in warning
+
+
+# ----------------------------------------------------------------------------- solf check's scheme
+
+
+SAMPLES = Path(__file__).resolve().parents[1] / "Data" / "totalsegmentator-samples"
+
+
+def _ukbob_bounds(tmp_path) -> Path:
+    from SwinBOBLib.solf import Bounds, save_bounds
+
+    bounds = Bounds({label: {"normalized_volume": (0, 1), "sphericity": (0, 1), "eccentricity": (0, 1)}
+                     for label in range(1, 72)}, epsilon=2, n_samples=100,
+                    presence={label: 1.0 for label in range(1, 72)}, scheme="ukbob")
+    save_bounds(bounds, tmp_path / "bounds.json")
+    return tmp_path / "bounds.json"
+
+
+def test_check_refuses_bounds_of_another_scheme(tmp_path, capsys):
+    bounds = str(_ukbob_bounds(tmp_path))
+    mr = str(SAMPLES / "example_seg_mr.nii.gz")
+    assert commands.main(["solf", "check", mr, "--bounds", bounds, "--scheme", "total_mr"]) == 1
+    assert "cannot be checked against SOLF bounds of 'ukbob'" in capsys.readouterr().err
+    assert commands.main(["solf", "check", mr, "--bounds", bounds]) == 1  # no --scheme: still refused
+    err = capsys.readouterr().err
+    assert "another scheme" in err and "organs only" in err  # and the --body auto trap is named
+
+
+def test_check_accepts_a_map_of_the_bounds_scheme(tmp_path, capsys):
+    labels = np.zeros((30, 30, 30), np.uint8)
+    for label in range(1, 72):  # every ukbob structure present
+        x, y = divmod(label, 9)
+        labels[x * 3:x * 3 + 2, y * 3:y * 3 + 2, 2:10] = label
+    path = tmp_path / "all.nii.gz"
+    nib.save(nib.Nifti1Image(labels, RAS), path)
+    code = commands.main(["solf", "check", str(path), "--bounds", str(_ukbob_bounds(tmp_path)), "--scheme", "ukbob"])
+    assert code in (0, commands.EXIT_FLAGGED) and "structures flagged" in capsys.readouterr().out
+
+
+def test_distribution_figure_has_one_panel_row_per_structure_group(tmp_path):
+    from SwinBOBLib.solf.report import plot_distributions, structure_groups
+
+    groups = dict(structure_groups([1, 2, 5, 52, 65, 66], "ukbob"))
+    assert groups["organ"] == [1, 2, 5] and groups["body composition"] == [65, 66] and len(groups) == 3
+    assert structure_groups([1, 2], None) == [("structures", [1, 2])]
+    rng = np.random.default_rng(0)
+    cohort = {f"s{n}": {label: {"normalized_volume": rng.uniform(0.01, 0.1), "sphericity": rng.uniform(0.3, 0.8),
+                                "eccentricity": rng.uniform(0.2, 0.9)} for label in (1, 2, 65)} for n in range(6)}
+    flags = {s: {label: {"inaccurate": False} for label in (1, 2, 65)} for s in cohort}
+    plot_distributions(cohort, flags, [1, 2, 65], tmp_path / "d.png", "ukbob")
+    import matplotlib.image
+
+    height, width = matplotlib.image.imread(tmp_path / "d.png").shape[:2]
+    assert width == 1400 and height > 300

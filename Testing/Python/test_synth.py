@@ -1,0 +1,221 @@
+"""Synthesis training (images rendered from label maps): generation labels, the transform chain,
+the masked loss, label-map-only datasets and a real training run in synthesis mode."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from SwinBOBLib import datasets, io, labels, phantom, training
+from SwinBOBLib.model import load_checkpoint
+from SwinBOBLib.synth import (IGNORE, PAD, TISSUE_BASE, RandSlabd, SynthesisConfig, generation_labels,
+                              synthesis_transforms, synthesize_volume, target_table)
+
+LAYOUT = labels.channel_layout("ukbob", "compact")
+TINY_SYNTH = {"network": "segresnet", "feature_size": 8, "roi_size": 32, "batch_size": 2, "crops_per_volume": 2,
+              "device": "cpu", "split": [0.5, 0.5, 0.0], "progress": False, "synthesis": "labels",
+              "target_spacing_mm": [10.0, 10.0, 10.0], "lateral_flip": "off"}
+
+
+@pytest.fixture(scope="module")
+def ct(samples):
+    """The real CT sample's label map (TotalSegmentator 'total') remapped to UKBOB, and its image."""
+    image = io.load_image(samples / "example_ct_sm.nii.gz")
+    label = io.load_labelmap(samples / "example_seg.nii.gz", scheme="total")
+    return np.asarray(image.array, np.float32), labels.remap(label.array, "total", "ukbob")
+
+
+def test_generation_labels_split_only_the_unlabelled_body(ct):
+    image, label = ct
+    gen = generation_labels(label, image, tissue_classes=4)
+    labelled = label > 0
+    assert np.array_equal(gen[labelled], label[labelled])  # organs keep their labels
+    tissue = gen >= TISSUE_BASE
+    assert tissue.any() and not (tissue & labelled).any()
+    assert set(np.unique(gen[tissue]).tolist()) <= {TISSUE_BASE + k for k in range(4)}
+    # Clusters are ordered by intensity: on CT the brightest cluster is denser than the darkest.
+    means = [image[gen == TISSUE_BASE + k].mean() for k in range(4) if (gen == TISSUE_BASE + k).any()]
+    assert means == sorted(means)
+    # Air around the body stays outside (0): the scan's corners are not body.
+    assert gen[0, 0, 0] == 0 and gen[-1, -1, -1] == 0
+    assert np.array_equal(generation_labels(label, None), label.astype(np.int16))
+
+
+def test_generation_labels_refuse_values_that_collide_with_tissue_classes():
+    with pytest.raises(ValueError, match="below 200"):
+        generation_labels(np.full((4, 4, 4), 230), None)
+
+
+def test_target_table_maps_labels_to_channels_and_ignores_tissue_and_padding():
+    table = target_table(LAYOUT)
+    lookup = LAYOUT.channel_lookup()
+    assert table[0] == 0 and table[5] == lookup[5] and table[21] == lookup[21]
+    assert table[TISSUE_BASE] == IGNORE and table[PAD] == IGNORE
+
+
+def _gen_volume(ct):
+    image, label = ct
+    return generation_labels(label, image)[None]
+
+
+def test_chain_gives_normalised_patches_with_valid_targets_and_random_contrast(ct):
+    gen = _gen_volume(ct)
+    chain = synthesis_transforms(LAYOUT, (32, 32, 32), 2, (3.0, 3.0, 3.0), SynthesisConfig(slab_prob=0.0))
+    chain.set_random_state(seed=1)
+    first = chain({"gen": gen})
+    assert len(first) == 2
+    for crop in first:
+        assert tuple(crop["image"].shape) == (1, 32, 32, 32) and crop["image"].dtype == torch.float32
+        assert float(crop["image"].min()) >= 0.0 and float(crop["image"].max()) <= 1.0
+        values = set(torch.unique(crop["label"]).tolist())
+        assert values <= set(range(LAYOUT.num_channels)) | {IGNORE}
+        assert "gen" not in crop and "pad" not in crop
+    chain.set_random_state(seed=1)
+    again = chain({"gen": gen})
+    assert torch.equal(first[0]["image"], again[0]["image"])  # seeded: resumable training replays it
+    chain.set_random_state(seed=2)
+    other = chain({"gen": gen})
+    assert not torch.equal(first[0]["image"], other[0]["image"])
+
+
+def test_padding_beyond_a_thin_scan_is_zero_and_ignored(ct):
+    gen = _gen_volume(ct)[:, :, :, :8]  # 8 slices: crops of 32 reach far beyond the scan
+    chain = synthesis_transforms(LAYOUT, (32, 32, 32), 1, (3.0, 3.0, 3.0),
+                                 SynthesisConfig(slab_prob=0.0, rotate_deg=0.0, scale=0.0, shear=0.0,
+                                                 elastic_prob=0.0, crop_margin=1.0))
+    chain.set_random_state(seed=3)
+    crop = chain({"gen": gen})[0]
+    beyond = crop["label"][0] == IGNORE
+    planes = beyond.reshape(-1, 32).all(dim=0)  # z planes wholly beyond the scan
+    assert int(planes.sum()) >= 32 - 8
+    assert float(crop["image"][0][..., planes].abs().max()) == 0.0
+
+
+def test_slab_keeps_a_thin_field_of_view():
+    slab = RandSlabd(prob=1.0, thickness_mm=(30.0, 30.0), spacing_mm=3.0)
+    slab.set_random_state(seed=0)
+    data = {"image": torch.ones(1, 8, 8, 40), "label": torch.ones(1, 8, 8, 40, dtype=torch.long)}
+    out = slab(data)
+    kept = out["image"][0, 0, 0] > 0
+    assert int(kept.sum()) == 10  # 30 mm at 3 mm
+    assert bool((out["label"][0, 0, 0][~kept] == IGNORE).all()) and bool((out["label"][0, 0, 0][kept] == 1).all())
+
+
+def test_synthetic_validation_volume_is_seeded_and_keeps_the_grid(ct):
+    gen = _gen_volume(ct)[0]
+    image, label = synthesize_volume(gen, LAYOUT, seed=5)
+    image2, _ = synthesize_volume(gen, LAYOUT, seed=5)
+    assert image.shape == (1, *gen.shape) and label.shape == gen.shape
+    assert np.array_equal(image, image2)
+    assert not np.array_equal(image, synthesize_volume(gen, LAYOUT, seed=6)[0])
+
+
+def test_masked_loss_ignores_voxels_and_survives_an_all_ignored_batch():
+    torch.manual_seed(0)
+    loss = training.MaskedDiceCELoss(IGNORE)
+    logits = torch.randn(1, 3, 4, 4, 4)
+    target = torch.randint(0, 3, (1, 1, 4, 4, 4))
+    changed = target.clone()
+    changed[..., :2] = IGNORE
+    other = changed.clone()
+    other[..., :2] = (target[..., :2] + 1) % 3  # what lies under the ignored voxels does not matter
+    other[..., :2] = IGNORE
+    assert torch.allclose(loss(logits, changed), loss(logits, other))
+    assert not torch.allclose(loss(logits, changed), loss(logits, target))
+    assert torch.isfinite(loss(logits, torch.full_like(target, IGNORE)))
+
+
+def test_config_refuses_bad_synthesis_settings():
+    with pytest.raises(ValueError, match="synthesis must be one of"):
+        training.TrainConfig.from_dict({"synthesis": "images"})
+    with pytest.raises(ValueError, match="unknown synthesis options"):
+        training.TrainConfig.from_dict({"synthesis": "labels", "synthesis_options": {"bogus": 1}})
+    with pytest.raises(ValueError, match="intensity must be 'percentile'"):
+        training.TrainConfig.from_dict({"synthesis": "labels", "intensity": "ct_window"})
+
+
+@pytest.fixture(scope="module")
+def label_folder(tmp_path_factory):
+    """A folder holding only label maps (no images, no dataset.json)."""
+    root = tmp_path_factory.mktemp("cohort")
+    phantom.write_cohort(root / "ph", n=2, size="tiny", seed=3)
+    folder = root / "labels"
+    folder.mkdir()
+    for path in sorted((root / "ph" / "labelsTr").glob("*.nii.gz")):
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def test_a_folder_of_label_maps_is_a_dataset_that_needs_its_scheme(label_folder):
+    with pytest.raises(datasets.DatasetError, match="--dataset-scheme"):
+        datasets.load_dataset(label_folder)
+    data = datasets.load_dataset(label_folder, scheme="ukbob")
+    assert [c.case_id for c in data.cases] == ["case_0000", "case_0001"]
+    assert all(c.images == () and c.label.exists() for c in data.cases)
+
+
+def test_csv_rows_may_hold_only_a_label(label_folder, tmp_path):
+    table = tmp_path / "cases.csv"
+    target = tmp_path / "a.nii.gz"
+    shutil.copy(label_folder / "case_0000.nii.gz", target)
+    table.write_text("label\na.nii.gz\n", encoding="utf-8")
+    data = datasets.load_dataset(table, scheme="ukbob")
+    assert data.cases[0].images == () and data.cases[0].case_id == "a"
+
+
+def test_label_maps_without_images_need_synthesis(label_folder, tmp_path):
+    options = {**TINY_SYNTH, "synthesis": "off", "dataset_scheme": "ukbob", "max_steps": 1}
+    with pytest.raises(ValueError, match="--synthesis labels"):
+        training.train(options, label_folder, tmp_path / "run")
+
+
+def test_training_from_label_maps_alone_gives_a_one_channel_model(label_folder, tmp_path):
+    summary = training.train({**TINY_SYNTH, "dataset_scheme": "ukbob", "max_steps": 2}, label_folder, tmp_path / "run")
+    assert summary["status"] == "done" and summary["global_step"] == 2 and summary["best_dice"] >= 0
+    model, metadata = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    assert metadata.in_channels == 1 and metadata.contrasts is None and metadata.network == "segresnet"
+    assert metadata.training["synthesis"] == "labels"
+    assert metadata.training["synthesis_options"]["tissue_classes"] == 4
+
+
+def test_bounds_geometry_warnings_name_the_mismatch():
+    from SwinBOBLib.solf.bounds import Bounds, geometry_warnings
+
+    bounds = Bounds({}, n_samples=10, cohort={"description": "10 phantoms", "synthetic": True, "n": 10,
+                                              "spacing_mm": [5.0, 5.0, 5.0], "extent_mm": [480.0, 400.0, 960.0]})
+    same = geometry_warnings(bounds, (5.0, 5.0, 5.0), (96, 80, 192))
+    assert len(same) == 1 and "synthetic" in same[0]  # matching geometry: only the cohort caveat
+    notes = geometry_warnings(bounds, (3.0, 3.0, 3.0), (117, 91, 20))
+    assert any("extent" in n and "960" in n for n in notes)
+    assert any("voxel spacing" in n for n in notes)
+    unknown = geometry_warnings(Bounds({}), (1.0, 1.0, 1.0), (10, 10, 10))
+    assert unknown and "do not record" in unknown[0]
+
+
+def test_solf_check_warns_when_the_scan_does_not_match_the_bundled_cohort(tmp_path, capsys):
+    from SwinBOBLib import cli
+    from SwinBOBLib.resources import DEFAULT_BOUNDS
+    from SwinBOBLib.solf.commands import EXIT_FLAGGED
+
+    phantom.write_cohort(tmp_path / "ph", n=1, size="tiny", seed=4)  # 10 mm voxels; the cohort's are 5 mm
+    mapped = tmp_path / "ph" / "labelsTr" / "case_0000.nii.gz"
+    code = cli.main(["solf", "check", str(mapped), "--bounds", str(DEFAULT_BOUNDS)])
+    err = capsys.readouterr().err
+    assert code in (0, EXIT_FLAGGED)  # a verdict was given, with the warnings beside it
+    assert "synthetic cohort" in err and "voxel spacing" in err and "unreliable" in err
+
+
+def test_solf_check_of_a_thin_slab_needs_partial_and_then_warns(samples, tmp_path, capsys):
+    from SwinBOBLib import cli
+    from SwinBOBLib.resources import DEFAULT_BOUNDS
+    from SwinBOBLib.solf.commands import EXIT_FLAGGED
+
+    source = io.load_labelmap(samples / "example_seg_fast_force_split.nii.gz", scheme="total")
+    mapped = tmp_path / "ct.ukbob.nii.gz"
+    io.save_labelmap(labels.remap(source.array, "total", "ukbob"), source, mapped, scheme="ukbob")
+    assert cli.main(["solf", "check", str(mapped), "--bounds", str(DEFAULT_BOUNDS)]) not in (0, EXIT_FLAGGED)
+    assert "--partial" in capsys.readouterr().err
+    code = cli.main(["solf", "check", str(mapped), "--bounds", str(DEFAULT_BOUNDS), "--partial"])
+    err = capsys.readouterr().err
+    assert code in (0, EXIT_FLAGGED) and "extent" in err and "unreliable" in err

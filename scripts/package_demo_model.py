@@ -1,0 +1,50 @@
+"""Package a trained run as the bundled demo model (Resources/Models/swinbob_demo.pt).
+
+    python scripts/package_demo_model.py RUNDIR/checkpoints/best.pt [OUTPUT]
+
+Stores the weights in float16 (they load into a float32 model; half the file) and writes into the
+checkpoint's metadata what the model is, so every output it produces says so: its name, that it is a
+demo model, a one-line description, and how it was trained (config, steps, data). See
+docs/training.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from SwinBOBLib.model import load_checkpoint, save_checkpoint  # noqa: E402
+
+NAME = "swinbob-demo-synth"
+DESCRIPTION = ("small demo model (SegResNet, 4 mm) trained on a CPU on images synthesised from label maps "
+               "(phantoms + one real CT's labels); not Swin-BOB, not for clinical use")
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__)
+        return 2
+    source = Path(argv[0])
+    target = Path(argv[1]) if len(argv) > 1 else REPO / "Resources" / "Models" / "swinbob_demo.pt"
+    model, metadata = load_checkpoint(source)
+    run = source.parent.parent
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8")) if (run / "summary.json").exists() else {}
+    training = dict(metadata.training or {})
+    training.update({"config": "Resources/Models/swinbob_demo.yaml", "recipe": "scripts/train_demo_model.sh",
+                     "global_step": summary.get("global_step"), "best_epoch": summary.get("best_epoch"),
+                     "best_synthetic_val_dice": summary.get("best_dice"),
+                     "data": "16 synthetic phantoms (14 train, 2 val) + the real CT label maps of Testing/Data "
+                             "(TotalSegmentator total, remapped to UKBOB); never the MR sample"})
+    metadata = dataclasses.replace(metadata, name=NAME, description=DESCRIPTION, demo=True, training=training)
+    save_checkpoint(target, model.half(), metadata)
+    print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Reproduces the bundled demo model (Resources/Models/swinbob_demo.pt); see docs/training.md.
+#
+# Training data: synthetic phantoms plus the real CT label maps of Testing/Data remapped to UKBOB,
+# images rendered from the label maps (swinbob train --synthesis labels). The real MR sample and its
+# labels are never used: they are the zero-shot test. Resumable: run the same command again.
+#
+#   scripts/train_demo_model.sh [WORKDIR]      (default: demo-train/)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+work=${1:-demo-train}
+swinbob=${SWINBOB:-swinbob}
+samples="$here/Testing/Data/totalsegmentator-samples"
+data="$work/data"
+mkdir -p "$data/ct"
+
+# 1. Phantoms (fixed seeds): their label maps; their simulated images only split unlabelled tissue.
+[ -f "$data/phantoms/dataset.json" ] || "$swinbob" phantom -o "$data/phantoms" --n 16 --size small --seed 100
+
+# 2. The real CT's TotalSegmentator label maps, remapped to UKBOB (images kept for the tissue split).
+for pair in "example_ct:example_seg_fast_force_split" "example_ct_sm:example_seg"; do
+  image=${pair%%:*}; label=${pair##*:}
+  cp -n "$samples/$image.nii.gz" "$data/ct/$image.nii.gz"
+  [ -f "$data/ct/$label.ukbob.nii.gz" ] || "$swinbob" remap "$samples/$label.nii.gz" "$data/ct/$label.ukbob.nii.gz" --from total --to ukbob
+done
+
+# 3. The case list. The one real anatomy is listed several times (oversampled: about half the
+#    training crops come from it); two phantoms are the (synthetic) validation set.
+{
+  echo "id,image,label,subject,split"
+  for i in $(seq 0 15); do
+    c=$(printf "case_%04d" "$i"); split=train; [ "$i" -ge 14 ] && split=val
+    echo "$c,phantoms/imagesTr/$c.nii.gz,phantoms/labelsTr/$c.nii.gz,$c,$split"
+  done
+  for r in 1 2 3 4 5 6 7 8 9 10; do echo "ct_full_$r,ct/example_ct.nii.gz,ct/example_seg_fast_force_split.ukbob.nii.gz,ct,train"; done
+  for r in 1 2 3 4; do echo "ct_slab_$r,ct/example_ct_sm.nii.gz,ct/example_seg.ukbob.nii.gz,ct,train"; done
+} > "$data/cases.csv"
+
+# 4. Train (CPU, 2 cores: about 2.5 h for the committed max_steps; resumable).
+"$swinbob" train --dataset "$data/cases.csv" --dataset-scheme ukbob -o "$work/run" \
+  --config "$here/Resources/Models/swinbob_demo.yaml" "${@:2}"
