@@ -32,14 +32,14 @@ SAMPLE_MR_LABELS = SAMPLE_DIR / "example_seg_mr.nii.gz"
 DEMO_FILES = ("solf.csv", "reference_scores.csv", "demo.json")
 
 
-def solf_rows(labelmap: np.ndarray, spacing, bounds_path: Path) -> list[dict]:
+def solf_rows(labelmap: np.ndarray, spacing, bounds_path) -> list[dict]:
     """Per structure: the three SOLF features, which are out of the bounds, the 2-of-3 verdict, and
     the cohort the verdict is against (``against``: e.g. "synthetic cohort, N=60")."""
     from .labels import get_scheme
     from .solf import flag, load_bounds, organ_features
 
     features = organ_features(labelmap, spacing=spacing)
-    bounds = load_bounds(bounds_path)
+    bounds = bounds_path if isinstance(bounds_path, dict) else load_bounds(bounds_path)  # a path or a Bounds
     flags = flag(features, bounds)
     cohort = bounds.cohort or {}
     against = (f"{'synthetic' if cohort.get('synthetic') else 'recorded' if cohort else 'unrecorded'} cohort, "
@@ -96,11 +96,11 @@ def run_demo(output_dir: str | os.PathLike, image_path=SAMPLE_MR, labels_path=SA
                           extra_outputs=DEMO_FILES)
 
     predicted = io.load_labelmap(out / "labels.nii.gz")
-    solf = solf_rows(predicted.array, predicted.spacing, bounds)
     from .solf import load_bounds
     from .solf.bounds import geometry_warnings
 
     loaded_bounds = load_bounds(bounds)
+    solf = solf_rows(predicted.array, predicted.spacing, loaded_bounds)
     bounds_notes = geometry_warnings(loaded_bounds, predicted.spacing, predicted.spatial_shape)
     write_csv_atomic(out / "solf.csv", solf, list(solf[0]) if solf else ["index"], ".6g")
     scores = reference_scores(predicted.array, Path(labels_path), labels_scheme, predicted.spacing)

@@ -373,6 +373,7 @@ class Trainer:
             self.metadata = dataclasses.replace(self.metadata, contrasts=tuple(probe.channel_names))
         self.layout = labels.channel_layout(config.scheme, "compact")
         self.state = TrainState()
+        self._synthetic_validation: dict[str, dict] = {}  # rendered validation volumes, by case id
         self.model = self._build_model()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, betas=tuple(config.betas),
                                            weight_decay=config.weight_decay)
@@ -401,12 +402,13 @@ class Trainer:
     def _build_model(self) -> torch.nn.Module:
         torch.manual_seed(self.config.seed)
         m = self.metadata
+        pretrained = load_checkpoint(self.config.init_checkpoint) if self.config.init_checkpoint else None
         # Fine-tuning keeps the patch-merging order the weights were trained with (MONAI < 1.5 or not).
-        variant = pretrained_variant(self.config.init_checkpoint) if self.config.init_checkpoint else None
+        variant = getattr(pretrained[1], "variant", None) if pretrained else None
         model = build_model(m.feature_size, m.in_channels, m.out_channels, m.affine_norm, m.network, m.roi_size,
                             variant=variant)
-        if self.config.init_checkpoint:
-            load_pretrained(model, self.config.init_checkpoint, self.config.scheme)
+        if pretrained:
+            copy_pretrained(model, *pretrained, self.config.scheme, self.config.init_checkpoint)
         return model.to(self.device)
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -582,11 +584,14 @@ class Trainer:
             return prepare_case(case, self.dataset.scheme, self.metadata)
         from .synth import IGNORE, SynthesisConfig, synthesize_volume
 
-        options = SynthesisConfig.from_dict(self.config.synthesis_options)
-        gen = prepare_generation_case(case, self.dataset.scheme, self.metadata, options.tissue_classes)["gen"][0]
-        image, label = synthesize_volume(gen, self.layout, self.config.seed + 7919 * index, options,
-                                         self.config.intensity, self.metadata.intensity_params)
-        return {"image": image, "label": label[None], "ignore": IGNORE}
+        cache = self._synthetic_validation
+        if case.case_id not in cache:  # rendered once per run: the seed is fixed, so it never changes
+            options = SynthesisConfig.from_dict(self.config.synthesis_options)
+            gen = prepare_generation_case(case, self.dataset.scheme, self.metadata, options.tissue_classes)["gen"][0]
+            image, label = synthesize_volume(gen, self.layout, self.config.seed + 7919 * index, options,
+                                             self.config.intensity, self.metadata.intensity_params)
+            cache[case.case_id] = {"image": image, "label": label[None], "ignore": IGNORE}
+        return cache[case.case_id]
 
     def _log_validation_slices(self, shown) -> None:
         if self.tensorboard is None or shown is None:
@@ -718,18 +723,16 @@ def _write_json(path: Path, data) -> None:
     io.write_text_atomic(path, json.dumps(data, indent=2, default=str))
 
 
-def pretrained_variant(path: str | os.PathLike) -> str | None:
-    """The Swin-UNETR patch-merging variant of the checkpoint a run fine-tunes from (None otherwise)."""
-    _, metadata = load_checkpoint(path)
-    return getattr(metadata, "variant", None)
-
-
 def load_pretrained(model: torch.nn.Module, path: str | os.PathLike, scheme: str) -> None:
-    """Fine-tuning: copy every weight of a checkpoint whose name and shape match; the output head
-    is kept from the checkpoint only when it has the same classes (else freshly initialised)."""
+    """Fine-tuning: copy every weight of the checkpoint at ``path`` whose name and shape match; the
+    output head is kept from the checkpoint only when it has the same classes (else freshly initialised)."""
+    copy_pretrained(model, *load_checkpoint(path), scheme, path)
+
+
+def copy_pretrained(model: torch.nn.Module, source: torch.nn.Module, metadata, scheme: str, path) -> None:
+    """:func:`load_pretrained` for an already loaded checkpoint ``(source, metadata)`` read from ``path``."""
     from .model import NETWORKS
 
-    source, metadata = load_checkpoint(path)
     own = model.state_dict()
     head = set(NETWORKS[metadata.network].head) if metadata.scheme != scheme else set()
     copied = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape and k not in head}

@@ -78,6 +78,11 @@ def cmd_run(args) -> int:
 
 
 def _sample_features(args):
+    return _load_sample(args)[1]
+
+
+def _load_sample(args):
+    """The label map of a sample command and its organ features: ``(Image, features)``."""
     from .. import io
     from .body import body_mask_from_image
     from .features import organ_features
@@ -95,7 +100,7 @@ def _sample_features(args):
         print("swinbob solf: warning: " + warning.replace("(--images DIR --body image, or an 'image' CSV "
               "column)", "(--image FILE)").replace("(--body-masks DIR, or a 'body_mask' CSV column)",
               "(--body-mask FILE)"), file=sys.stderr)
-    return organ_features(image.array, image.spacing, body_mask=mask, source=args.labelmap)
+    return image, organ_features(image.array, image.spacing, body_mask=mask, source=args.labelmap)
 
 
 #: ``solf check`` refuses a label map lacking more than this share of the structures the bounds'
@@ -156,11 +161,11 @@ def cmd_check(args) -> int:
     from .tables import structure_namer
 
     bounds = load_bounds(args.bounds)
-    features = _sample_features(args)
+    image, features = _load_sample(args)
     check_scheme(args.labelmap, args.scheme, bounds, features, partial=args.partial)
     flags = flag(features, bounds)
     bad = {label: e for label, e in flags.items() if e["inaccurate"] or e["missing"]}
-    _warn_geometry(bounds, args.labelmap)
+    _warn_geometry(bounds, image)
     if args.json:
         print(json.dumps({str(k): v for k, v in flags.items()}, indent=1))
     else:
@@ -173,13 +178,11 @@ def cmd_check(args) -> int:
     return EXIT_FLAGGED if bad else 0
 
 
-def _warn_geometry(bounds, labelmap) -> None:
+def _warn_geometry(bounds, image) -> None:
     """A scan whose spacing or coverage differs markedly from the bounds' cohort (or bounds from a
     synthetic cohort) gets a warning on stderr: its verdicts are not to be trusted as they stand."""
-    from .. import io
     from .bounds import geometry_warnings
 
-    image = io.load_labelmap(labelmap, scheme=None)
     for note in geometry_warnings(bounds, image.spacing, image.spatial_shape):
         print(f"swinbob solf: warning: {note}", file=sys.stderr)
 
