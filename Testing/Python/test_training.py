@@ -143,3 +143,16 @@ def test_torchrun_two_processes(cohort, tmp_path):
 def test_a_step_holds_batch_size_crops():
     assert training.crops_and_volumes(training.TrainConfig(batch_size=2, crops_per_volume=4)) == (2, 1)
     assert training.crops_and_volumes(training.TrainConfig(batch_size=8, crops_per_volume=4)) == (4, 2)
+
+
+def test_fine_tuning_keeps_the_patch_merging_variant_of_its_weights(cohort, tmp_path):
+    from SwinBOBLib.model import CheckpointMetadata, build_model, save_checkpoint
+
+    legacy = build_model(12, 1, 72, True, "swinunetr", 32, variant="legacy")  # weights from MONAI < 1.5
+    save_checkpoint(tmp_path / "init.pt", legacy, CheckpointMetadata(feature_size=12, roi_size=32,
+                                                                     contrasts=("in_phase",)))
+    summary = training.train({**TINY, "max_steps": 1, "init_checkpoint": str(tmp_path / "init.pt")}, cohort,
+                             tmp_path / "run")
+    assert summary["status"] == "done"
+    _, metadata = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
+    assert metadata.variant == "legacy"
