@@ -138,7 +138,7 @@ def cmd_phantom(args) -> int:
         size = tuple(int(v) for v in size.split("x"))
     with tqdm(total=args.n, desc="phantoms", unit="case", disable=args.quiet) as bar:
         summary = phantom.write_cohort(args.output, n=args.n, size=size, seed=args.seed, corrupt=args.corrupt,
-                                       corrupt_fraction=args.corrupt_fraction,
+                                       corrupt_fraction=args.corrupt_fraction, balanced_kinds=args.balanced_kinds,
                                        progress=lambda done, total: bar.update(done - bar.n))
     print(f"wrote {args.n} case(s) to {args.output}")
     if args.corrupt:
@@ -233,6 +233,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of case 0; case i uses seed+i")
     p.add_argument("--corrupt", action="store_true", help="plant recorded label corruptions")
     p.add_argument("--corrupt-fraction", type=float, default=0.3, help="fraction of cases corrupted")
+    p.add_argument("--balanced-kinds", action="store_true", help="corruption kinds in turn, each about equally "
+                   "often (default: drawn at random)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_phantom)
 

@@ -14,16 +14,18 @@ the loaded weights and the caller's model is never modified):
    collects the inputs' statistics of every BatchNorm layer, which then replace the training
    statistics (Algorithm 1's UPDATEBNSTATISTICS on the test sample; networks without BatchNorm,
    such as Swin-UNETR, skip this).
-2. **Adaptation**: the ``patches`` windows with the highest mean entropy *in the first pass's
-   entropy map* (no extra forward pass to choose them) are adapted on for ``steps`` gradient
-   steps. The loss is eq. 2 over the patches' voxels inside the scan (padding excluded). Only
+2. **Adaptation**: the ``patches`` sub-windows (edge ``patch_scale`` x the window's, 0.5 by
+   default, rounded down to the network's stride) with the highest mean entropy *in the first
+   pass's entropy map* (no extra forward pass to choose them) are adapted on for ``steps``
+   gradient steps. The loss is eq. 2 over the patches' voxels inside the scan (padding excluded). Only
    normalisation-layer affine parameters change (eq. 3): LayerNorm, GroupNorm, InstanceNorm with
    affine parameters and BatchNorm; BatchNorm keeps the scan's statistics of step 1.
 3. **Second pass**: the adapted model predicts the whole scan; its mean entropy is
    ``entropy_after``, and its probabilities are the segmentation (:func:`adapt_and_predict` hands
    them back, so inference does not run a third pass).
 
-Cost: two sliding-window passes plus ``steps x patches`` forward/backward passes of one window.
+Cost: two sliding-window passes plus ``steps x patches`` forward/backward passes of one
+adaptation patch (an eighth of a window's voxels by default); docs/inference.md has the figures.
 
 Unlike TENT's reference code (BatchNorm2d only), this finds the normalisation layers of a 3D
 Swin-UNETR; a model with none (e.g. a network without normalisation) is refused, instead of
@@ -59,6 +61,7 @@ class EttaConfig:
     lr: float = 3e-3  # Adam learning rate for normalisation parameters (TENT: 1e-3 per batch)
     optimizer: str = "adam"  # "adam" (TENT's choice) or "sgd" (momentum 0.9)
     patches: int = 1  # windows adapted on per step: the highest-entropy ones of the first pass
+    patch_scale: float = 0.5  # adaptation patch edge / window edge (rounded down to the network stride)
     candidates: int | None = None  # deprecated and ignored: every window is scored by the first pass
     sw_batch_size: int = 2  # windows per no-grad forward pass of the whole-scan passes
     step_batch_size: int = 1  # patches per backward pass; gradients accumulate, 1 bounds GPU memory
@@ -345,7 +348,7 @@ def adapt(model: nn.Module, image: torch.Tensor, steps: int | None = None, lr: f
         every voxel of ``image`` (no padding; background voxels count) under the unadapted and
         the adapted model, ``"patch_entropy_before"`` / ``"patch_entropy_after"`` (the same over
         the adaptation patches' voxels), ``"entropy_measured_on"`` ("scan"), ``"windows"`` (start
-        corners of the patches), ``"batchnorm_layers"`` (layers whose statistics were re-estimated
+        corners of the patches), ``"patch_size"`` (their edge, :func:`adaptation_roi`), ``"batchnorm_layers"`` (layers whose statistics were re-estimated
         on the scan), ``"steps"``, ``"lr"``, ``"patches"``, ``"n_parameters"``, ``"n_tensors"``,
         ``"losses"``, ``"adaptation_s"`` (first pass and steps), ``"final_pass_s"``, ``"time_s"``
         and ``"config"``.
@@ -392,12 +395,13 @@ def _adapt(model, image, roi, config: EttaConfig, progress, predict):
         probs = predict(adapted, image, "before")
     entropy = entropy_volume(probs, activation=config.activation)
     del probs
-    windows = choose_windows(entropy, roi, config.patches, config.seed)
+    patch = adaptation_roi(roi, config.patch_scale)
+    windows = choose_windows(entropy, patch, config.patches, config.seed)
     with torch.no_grad():
         relearned = batchnorm.apply()
     configure_model(adapted)
     params = adaptable_parameters(adapted)
-    losses = _run_steps(adapted, image, windows, roi, params, config, progress)
+    losses = _run_steps(adapted, image, windows, patch, params, config, progress)
     adapted.eval().requires_grad_(False)
     adapted_at = time.perf_counter()
     probs = predict(adapted, image, "after")
@@ -405,14 +409,30 @@ def _adapt(model, image, roi, config: EttaConfig, progress, predict):
     finished = time.perf_counter()
     stats = {"entropy_before": float(entropy.double().mean()), "entropy_after": float(entropy_after.double().mean()),
              "entropy_measured_on": "scan",
-             "patch_entropy_before": _patch_mean(entropy, windows, roi),
-             "patch_entropy_after": _patch_mean(entropy_after, windows, roi),
-             "windows": [list(w) for w in windows], "batchnorm_layers": relearned,
+             "patch_entropy_before": _patch_mean(entropy, windows, patch),
+             "patch_entropy_after": _patch_mean(entropy_after, windows, patch),
+             "windows": [list(w) for w in windows], "patch_size": list(patch), "batchnorm_layers": relearned,
              "steps": config.steps, "lr": config.lr, "patches": len(windows),
              "n_parameters": int(sum(p.numel() for p in params)), "n_tensors": len(params),
              "losses": losses, "adaptation_s": adapted_at - started, "final_pass_s": finished - adapted_at,
              "time_s": finished - started, "config": asdict(config)}
     return adapted, stats, probs
+
+
+def network_stride(roi: Sequence[int]) -> int:
+    """The input-size multiple a network trained at window ``roi`` accepts, read off the window:
+    the largest power of two dividing every edge, at most 32 (Swin-UNETR's; SegResNet's 8)."""
+    stride = 32
+    while stride > 1 and any(int(r) % stride for r in roi):
+        stride //= 2
+    return stride
+
+
+def adaptation_roi(roi: Sequence[int], scale: float) -> tuple[int, ...]:
+    """Edge of the adaptation patches: ``scale`` x the window, rounded down to a multiple of
+    :func:`network_stride` (at least one stride, at most the window)."""
+    stride = network_stride(roi)
+    return tuple(int(min(r, max(stride, (int(r * scale) // stride) * stride))) for r in roi)
 
 
 def _patch_mean(entropy: torch.Tensor, windows, roi) -> float:
@@ -431,6 +451,8 @@ def _check_config(config: EttaConfig) -> None:
         raise ValueError(f"ETTA batch sizes must be >= 1, got {config.step_batch_size}, {config.sw_batch_size}")
     if config.patches < 1:
         raise ValueError(f"ETTA patch budget must be >= 1, got {config.patches}")
+    if not 0 < config.patch_scale <= 1:
+        raise ValueError(f"ETTA patch_scale must be in (0, 1], got {config.patch_scale}")
     if not 0 <= config.overlap < 1:
         raise ValueError(f"ETTA overlap must be in [0, 1), got {config.overlap}")
     if config.candidates is not None:

@@ -1153,8 +1153,10 @@ def corrupt_labels(labels: np.ndarray, seed: int = 0, n_corruptions: int = 1, ki
 
     Returns:
         (corrupted copy with the input's dtype, records). A record is ``{"label", "name", "kind",
-        "params", "voxels_before", "voxels_after"}``, the counts being voxels of ``label`` just
-        before and after that corruption. Kind parameters: truncation ``axis``, ``side``,
+        "params", "voxels_before", "voxels_after", "damaged"}``, the counts being voxels of
+        ``label`` just before and after that corruption, ``damaged`` the other structures it
+        made wrong (:func:`damaged_structures`: Dice below :data:`DAMAGE_DICE`, e.g. the
+        neighbours a dilation overwrote). Kind parameters: truncation ``axis``, ``side``,
         ``cut_index``, ``fraction``; swap ``partner``, ``partner_name``; merge ``into``,
         ``into_name``; dilation/erosion ``iterations``; dropped_slices ``axis`` (2), ``slices``;
         holes ``centers`` (voxel indices), ``radius_vox``; spurious_blob ``center``,
@@ -1177,13 +1179,36 @@ def corrupt_labels(labels: np.ndarray, seed: int = 0, n_corruptions: int = 1, ki
                              f"{len(used)} structures already corrupted)")
         label = int(eligible[int(rng.integers(len(eligible)))])
         before = int((out == label).sum())
+        previous = out.copy()
         params = _CORRUPTORS[kind](out, label, rng)
         used.add(label)
         if kind == "swap":
             used.add(params["partner"])
+        named = {label, params.get("partner")}
         records.append({"label": label, "name": _scheme().name_of(label), "kind": kind, "params": params,
-                        "voxels_before": before, "voxels_after": int((out == label).sum())})
+                        "voxels_before": before, "voxels_after": int((out == label).sum()),
+                        "damaged": [d for d in damaged_structures(previous, out) if d["label"] not in named]})
     return out, records
+
+
+#: A structure a corruption changed is *damaged* (its label is wrong) below this Dice against the
+#: map before the corruption: a dilation overwrites its neighbours, a blob or a merge covers parts
+#: of others. The ablation counts damaged structures as corrupted (they are wrong labels).
+DAMAGE_DICE = 0.9
+
+
+def damaged_structures(before: np.ndarray, after: np.ndarray, max_dice: float = DAMAGE_DICE) -> list[dict]:
+    """Structures (body-composition classes included) whose mask ``after`` has a Dice below
+    ``max_dice`` against ``before``: ``[{"label", "name", "dice"}]``, by label."""
+    changed = before != after
+    values = np.unique(np.concatenate([before[changed], after[changed]]))
+    damaged = []
+    for value in (int(v) for v in values if v != 0):
+        a, b = before == value, after == value
+        dice = 2.0 * float(np.logical_and(a, b).sum()) / max(1.0, float(a.sum() + b.sum()))
+        if dice < max_dice:
+            damaged.append({"label": value, "name": _scheme().name_of(value), "dice": round(dice, 4)})
+    return damaged
 
 
 # ----------------------------------------------------------------------------- cohorts
@@ -1227,7 +1252,7 @@ def _write_json(data, path: Path) -> None:
 
 def write_cohort(output_dir, n: int = 1, size="tiny", seed: int = 0, corrupt: bool = False,
                  corrupt_fraction: float = 0.3, progress: Callable[[int, int], None] | None = None,
-                 n_corruptions: int = 1) -> dict:
+                 n_corruptions: int = 1, balanced_kinds: bool = False) -> dict:
     """Write ``n`` phantoms as a Decathlon-style dataset folder.
 
     Layout: ``imagesTr/case_0000.nii.gz`` (X, Y, Z, 4 float32 Dixon), ``labelsTr/case_0000.nii.gz``
@@ -1246,6 +1271,9 @@ def write_cohort(output_dir, n: int = 1, size="tiny", seed: int = 0, corrupt: bo
         corrupt_fraction: share of cases to corrupt, 0..1.
         progress: called as ``progress(done, total)`` after each case.
         n_corruptions: corruptions per corrupted case.
+        balanced_kinds: the j-th corrupted case's corruptions take the kinds of
+            :data:`CORRUPTION_KINDS` in turn (j, j+1, ...), so every kind is planted about equally
+            often; default: each kind drawn at random.
 
     Returns:
         ``{"output_dir": str, "cases": [case ids], "corrupted": [case ids], "dataset_json": str}``.
@@ -1276,7 +1304,12 @@ def write_cohort(output_dir, n: int = 1, size="tiny", seed: int = 0, corrupt: bo
         if corrupt:
             save_labelmap(phantom.labels, image, root / "labelsClean" / f"{case}.nii.gz")
             if i in corrupted:
-                labels, records = corrupt_labels(phantom.labels, seed=seed + i, n_corruptions=n_corruptions)
+                kinds = None
+                if balanced_kinds:
+                    turn = sorted(corrupted).index(i) * n_corruptions
+                    kinds = sorted({CORRUPTION_KINDS[(turn + k) % len(CORRUPTION_KINDS)] for k in range(n_corruptions)})
+                labels, records = corrupt_labels(phantom.labels, seed=seed + i, n_corruptions=n_corruptions,
+                                                 kinds=kinds)
             (root / "corruptions").mkdir(parents=True, exist_ok=True)
             _write_json(records, root / "corruptions" / f"{case}.json")
         save_labelmap(labels, image, root / "labelsTr" / f"{case}.nii.gz")

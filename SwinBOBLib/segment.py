@@ -400,8 +400,8 @@ def _config_from_args(args) -> tuple[InferenceConfig, EttaConfig]:
                              structures=args.structures, contrast=args.contrast, target_spacing_mm=spacing,
                              intensity=args.intensity, progress=not args.quiet, seed=args.seed)
     etta_config = EttaConfig(steps=args.etta_steps, lr=args.etta_lr, optimizer=args.etta_optimizer,
-                             patches=args.etta_patches, sw_batch_size=args.sw_batch_size,
-                             seed=args.seed)
+                             patches=args.etta_patches, patch_scale=args.etta_patch_scale,
+                             sw_batch_size=args.sw_batch_size, seed=args.seed)
     return config, etta_config
 
 
@@ -517,6 +517,9 @@ def register(subparsers) -> None:
     p.add_argument("--etta-optimizer", choices=("adam", "sgd"), default=EttaConfig.optimizer)
     p.add_argument("--etta-patches", type=int, default=EttaConfig.patches, help="highest-entropy windows adapted on per "
                    "step (default %(default)s)")
+    p.add_argument("--etta-patch-scale", type=float, default=EttaConfig.patch_scale, help="edge of the adaptation "
+                   "patch over the window's, in (0, 1]; smaller is cheaper, rounded down to the network's stride "
+                   "(default %(default)s)")
     p.add_argument("--no-preview", action="store_true", help="skip preview.png")
     p.add_argument("--seed", type=int, default=0, help="seeds torch (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -39,6 +39,8 @@ from monai.transforms import (
     RandAdjustContrastd,
     RandAffined,
     RandBiasFieldd,
+    ClassesToIndicesd,
+    RandCropByLabelClassesd,
     RandCropByPosNegLabeld,
     RandGaussianNoised,
     RandGaussianSmoothd,
@@ -58,6 +60,9 @@ PAD = 254
 _TABLE = 256
 
 SYNTHESIS_MODES = ("off", "labels")
+#: How crop centres are drawn: class-balanced over the structures present (each structure equally
+#: often, the unlabelled body with ``body_crop_weight``) or uniformly over the body (2:1 against air).
+CROP_SAMPLING = ("structures", "body")
 
 
 @dataclass
@@ -71,6 +76,8 @@ class SynthesisConfig:
     elastic_sigma: tuple[float, float] = (5.0, 8.0)  # smoothness of the elastic field (voxels)
     elastic_magnitude: tuple[float, float] = (0.0, 3.0)  # elastic displacement scale (voxels)
     crop_margin: float = 1.3  # crop this much larger than the patch so rotations stay filled
+    crop_sampling: str = "structures"  # crop centres: "structures" (class-balanced) or "body" (any body voxel)
+    body_crop_weight: float = 2.0  # "structures": the unlabelled body counts as this many structures
     mean_range: tuple[float, float] = (0.0, 1.0)  # per-label mean intensity
     std_range: tuple[float, float] = (0.0, 0.08)  # per-label intensity spread
     dark_background_prob: float = 0.7  # air outside the body dark, as in MRI
@@ -92,7 +99,13 @@ class SynthesisConfig:
         if unknown:
             raise ValueError(f"{source}: unknown synthesis options {unknown}; known: {', '.join(sorted(known))}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in (data or {}).items()}
-        return cls(**values)
+        config = cls(**values)
+        if config.crop_sampling not in CROP_SAMPLING:
+            raise ValueError(f"{source}: crop_sampling must be one of {', '.join(CROP_SAMPLING)}, "
+                             f"got {config.crop_sampling!r}")
+        if not 0.0 <= float(config.body_crop_weight):
+            raise ValueError(f"{source}: body_crop_weight must be >= 0, got {config.body_crop_weight}")
+        return config
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -268,12 +281,25 @@ class RandSlabd(RandomizableTransform, MapTransform):
         return d
 
 
+def crop_ratios(body_weight: float, tissue_classes: int) -> list[float]:
+    """Weights of the generation label values as crop centres: 1 for each structure (1..99),
+    ``body_weight`` shared by the ``tissue_classes`` clusters of the unlabelled body, 0 for air,
+    padding and ignored voxels. Values absent from a case are skipped by the sampler."""
+    ratios = [0.0] * _TABLE
+    for value in range(1, 100):
+        ratios[value] = 1.0
+    for value in range(TISSUE_BASE, TISSUE_BASE + max(0, int(tissue_classes))):
+        ratios[value] = float(body_weight) / max(1, int(tissue_classes))
+    return ratios
+
+
 def synthesis_transforms(layout: ChannelLayout, roi_size: Sequence[int], crops_per_volume: int,
                          spacing_mm: Sequence[float], config: SynthesisConfig | None = None,
                          intensity: str = "percentile", intensity_params: dict | None = None) -> Compose:
     """The training chain of synthesis mode, from cached generation labels ``{"gen": (1, X, Y, Z)}``.
 
-    Foreground crops a little larger than ``roi_size``; affine and elastic deformation of the labels
+    Crops a little larger than ``roi_size``, centred class-balanced on the structures (or anywhere in
+    the body, ``crop_sampling="body"``); affine and elastic deformation of the labels
     (nearest neighbour) to ``roi_size``; rendering; blur, resolution loss, bias field, noise and a
     contrast curve; the inference normalisation; a random thin field of view.
     """
@@ -281,10 +307,25 @@ def synthesis_transforms(layout: ChannelLayout, roi_size: Sequence[int], crops_p
     roi = [int(r) for r in roi_size]
     crop = [int(round(r * config.crop_margin)) for r in roi]
     angle = np.deg2rad(config.rotate_deg)
-    steps = [
-        SpatialPadd(["gen"], spatial_size=crop, value=PAD),
-        RandCropByPosNegLabeld(["gen"], label_key="gen", spatial_size=crop, pos=2, neg=1,
-                               num_samples=crops_per_volume, allow_smaller=True),
+    if config.crop_sampling == "structures":
+        # Crop centres class-balanced over the structures: without it most crops of a whole-body map
+        # hold only fat and muscle, and small organs are rarely seen. Indices are computed once per
+        # case (deterministic: cached with the case) and the crop is padded afterwards.
+        ratios = crop_ratios(config.body_crop_weight, config.tissue_classes)
+        sampling = [
+            ClassesToIndicesd(["gen"], num_classes=_TABLE),
+            RandCropByLabelClassesd(["gen"], label_key="gen", spatial_size=crop, ratios=ratios, num_classes=_TABLE,
+                                    num_samples=crops_per_volume, indices_key="gen_cls_indices",
+                                    allow_smaller=True, warn=False),
+            SpatialPadd(["gen"], spatial_size=crop, value=PAD),
+        ]
+    else:
+        sampling = [
+            SpatialPadd(["gen"], spatial_size=crop, value=PAD),
+            RandCropByPosNegLabeld(["gen"], label_key="gen", spatial_size=crop, pos=2, neg=1,
+                                   num_samples=crops_per_volume, allow_smaller=True),
+        ]
+    steps = sampling + [
         RandAffined(["gen"], prob=1.0, rotate_range=(angle,) * 3, shear_range=(config.shear,) * 6,
                     scale_range=(config.scale,) * 3, spatial_size=roi, mode="nearest", padding_mode="zeros"),
         Rand3DElasticd(["gen"], sigma_range=config.elastic_sigma, magnitude_range=config.elastic_magnitude,

@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from monai.transforms import Transform as _MonaiTransform
 
 from . import io, labels
 from .datasets import Case, Dataset, load_dataset, split_cases
@@ -235,9 +236,10 @@ def prepare_generation_case(case: Case, dataset_scheme: str, metadata: Checkpoin
     return {"gen": generation_labels(grid, image, tissue_classes)[None], "case_id": case.case_id}
 
 
-class _PrepareCase:
+class _PrepareCase(_MonaiTransform):
     """MONAI-cacheable transform: ``{"index": i}`` -> the prepared arrays of case ``i`` (generation
-    labels in synthesis mode)."""
+    labels in synthesis mode). It is a deterministic MONAI ``Transform``: ``CacheDataset`` and
+    ``PersistentDataset`` cache what comes out of it (they cache nothing past a plain callable)."""
 
     def __init__(self, cases: Sequence[Case], dataset_scheme: str, metadata: CheckpointMetadata,
                  tissue_classes: int | None = None):
@@ -262,8 +264,10 @@ def make_dataset(cases: Sequence[Case], dataset_scheme: str, metadata: Checkpoin
         from .synth import SynthesisConfig
 
         tissue = SynthesisConfig.from_dict(config.synthesis_options).tissue_classes
-    steps = [_PrepareCase(cases, dataset_scheme, metadata, tissue)] + ([augment] if augment is not None else [])
-    transform = Compose(steps)
+    # The augmentation chain is spliced in flat so that its deterministic head (class indices of the
+    # crop sampler) is cached along with the prepared case.
+    chain = list(augment.transforms) if isinstance(augment, Compose) else ([augment] if augment is not None else [])
+    transform = Compose([_PrepareCase(cases, dataset_scheme, metadata, tissue)] + chain)
     items = [{"index": i, "case": c.case_id} for i, c in enumerate(cases)]
     if config.cache == "memory":
         return CacheDataset(items, transform, cache_rate=1.0, num_workers=None, progress=False)
@@ -571,7 +575,7 @@ class Trainer:
             reference = prepared["label"][0]
             known = reference != prepared.get("ignore", -1)  # tissue the label map does not name
             predicted, reference = np.where(known, predicted, 0), np.where(known, reference, 0)
-            present = sorted(set(np.unique(reference).tolist()) | set(np.unique(predicted).tolist()) - {0})
+            present = sorted((set(np.unique(reference).tolist()) | set(np.unique(predicted).tolist())) - {0})
             scores.append(float(np.mean([dice(predicted == c, reference == c) for c in present])) if present else 1.0)
             shown = shown or (prepared["image"], reference, predicted)
         self._log_validation_slices(shown)

@@ -111,7 +111,8 @@ def run_child(args) -> dict:
         config = inference.InferenceConfig(device=str(device), roi_size=args.roi, overlap=args.overlap,
                                            sw_batch_size=args.sw_batch_size, etta=args.child == "etta",
                                            low_memory=True if args.child == "swinbob_lowmem" else None)
-        result = inference.segment_image(image, model, meta, config, EttaConfig(sw_batch_size=args.sw_batch_size))
+        etta_config = EttaConfig(sw_batch_size=args.sw_batch_size, patch_scale=args.etta_patch_scale)
+        result = inference.segment_image(image, model, meta, config, etta_config)
         extra = {k: result.stats.get(k) for k in ("low_memory", "oom_fallback", "windows", "amp")}
         if "etta" in result.stats:
             stats = result.stats["etta"]
@@ -142,6 +143,8 @@ def main(argv=None) -> int:
     parser.add_argument("--roi", type=int)
     parser.add_argument("--overlap", type=float, default=0.25)
     parser.add_argument("--sw-batch-size", type=int, default=2)
+    parser.add_argument("--etta-patch-scale", type=float, default=0.5, help="ETTA adaptation patch edge over the "
+                        "window's (default 0.5, as segment)")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
@@ -160,7 +163,8 @@ def main(argv=None) -> int:
     for mode in args.modes.split(","):
         command = [sys.executable, __file__, "--child", mode, "--device", args.device, "--feature-size",
                    str(args.feature_size), "--shape", args.shape, "--roi", str(args.roi), "--overlap",
-                   str(args.overlap), "--sw-batch-size", str(args.sw_batch_size)]
+                   str(args.overlap), "--sw-batch-size", str(args.sw_batch_size),
+                   "--etta-patch-scale", str(args.etta_patch_scale)]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
             rows.append({"mode": mode, "error": done.stderr.strip().splitlines()[-1:]})
@@ -170,6 +174,7 @@ def main(argv=None) -> int:
     summary = _summarise(rows)
     figures = {"machine": _machine(args.device), "device": args.device, "feature_size": args.feature_size,
                "shape": args.shape, "roi": args.roi, "overlap": args.overlap, "sw_batch_size": args.sw_batch_size,
+               "etta_patch_scale": args.etta_patch_scale,
                "rows": rows, **summary}
     print(json.dumps(summary, indent=2))
     if args.json:

@@ -1,12 +1,13 @@
 """Regenerate every SOLF table and figure of docs/solf.md from nothing, in one command.
 
-    python benchmarks/reproduce_solf.py -o OUT                    # the docs' figures (minutes)
+    python benchmarks/reproduce_solf.py -o OUT                    # the docs. tables (1,000 phantoms, minutes)
     python benchmarks/reproduce_solf.py -o OUT --n 8 --sizes 4,8 --no-report --no-real  # the test's run
 
 Steps, all seeded (the same command gives the same tables):
 
 1. a phantom cohort with planted corruptions (``SwinBOBLib.phantom.write_cohort``, size ``--size``,
-   seeds ``--seed``.., ``--corrupt-fraction`` of the cases with one corruption each), in OUT/cohort;
+   seeds ``--seed``.., ``--corrupt-fraction`` of the cases with one corruption each, the kinds in
+   turn so that each is planted about equally often), in OUT/cohort;
 2. ``swinbob solf ablation`` on it: OUT/ablation/ablation.csv, ablation_by_kind.csv, ablation.md;
 3. the same filters at epsilon 2 on the first n cases for each n of ``--sizes``: OUT/by_cohort_size.csv;
 4. ``swinbob solf run`` on it (bounds, flags, report, distributions.png, mean_normalized_volume.png)
@@ -42,7 +43,7 @@ def make_cohort(folder: Path, args) -> dict:
     from SwinBOBLib import phantom
 
     return phantom.write_cohort(folder, n=args.n, size=args.size, seed=args.seed, corrupt=True,
-                                corrupt_fraction=args.corrupt_fraction)
+                                corrupt_fraction=args.corrupt_fraction, balanced_kinds=not args.random_kinds)
 
 
 def run_ablation(cohort: Path, out: Path, args) -> None:
@@ -156,11 +157,13 @@ def _number(text: str):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-o", "--output", required=True, help="output folder (created; must not exist)")
-    parser.add_argument("--n", type=int, default=100, help="phantoms in the cohort (default 100)")
+    parser.add_argument("--n", type=int, default=1000, help="phantoms in the cohort (default 1000)")
     parser.add_argument("--size", default="tiny", help="phantom size (default tiny: 48x40x96 at 10 mm)")
     parser.add_argument("--seed", type=int, default=0, help="seed of case 0 (default 0)")
     parser.add_argument("--corrupt-fraction", type=float, default=0.3, help="cases with a corruption (default 0.3)")
-    parser.add_argument("--sizes", default="25,50,100", help="cohort sizes of by_cohort_size.csv")
+    parser.add_argument("--random-kinds", action="store_true", help="draw each corruption's kind at random "
+                        "(default: the kinds in turn, so each is planted about equally often)")
+    parser.add_argument("--sizes", default="100,300,1000", help="cohort sizes of by_cohort_size.csv")
     parser.add_argument("--epsilons", default="0,1,2,3,4,5")
     parser.add_argument("--workers", type=int, default=1, help="feature processes (default 1)")
     parser.add_argument("--no-report", action="store_true", help="skip solf run (report and figures)")

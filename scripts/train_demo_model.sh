@@ -36,6 +36,6 @@ done
   for r in 1 2 3 4; do echo "ct_slab_$r,ct/example_ct_sm.nii.gz,ct/example_seg.ukbob.nii.gz,ct,train"; done
 } > "$data/cases.csv"
 
-# 4. Train (CPU, 2 cores: about 2.5 h for the committed max_steps; resumable).
+# 4. Train (CPU, 2 cores: about 1 h 50 min for the committed max_steps; resumable).
 "$swinbob" train --dataset "$data/cases.csv" --dataset-scheme ukbob -o "$work/run" \
   --config "$here/Resources/Models/swinbob_demo.yaml" "${@:2}"

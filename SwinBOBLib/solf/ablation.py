@@ -4,7 +4,9 @@ filter flags and, on cohorts with planted corruptions (``corruptions/<id>.json``
 truth, overall and per corruption kind.
 
 Unit of evaluation: a (sample, structure) pair. A pair is *positive* when a corruption record names
-that structure of that sample; it is *flagged* by a filter as listed in :data:`METHODS`:
+that structure of that sample, or records it as damaged on the way (a dilation overwrites its
+neighbours: they are wrong labels too, :func:`corrupted_pairs`); it is *flagged* by a filter as
+listed in :data:`METHODS`:
 
 - ``solf``: the paper's rule alone, at least two of the three SOLF features outside their eq. 1
   ranges; ``missing``: our rule, a structure absent where the cohort nearly always has it;
@@ -135,8 +137,8 @@ def methods_for(cohort: Cohort) -> list[str]:
 
 
 #: Record ``params`` keys naming a second structure whose label a corruption also made wrong: a
-#: left/right swap mislabels both sides. (A merge's target only gains a small structure and is
-#: not counted.)
+#: left/right swap mislabels both sides. (A merge's target only gains a small structure; it counts
+#: only when that damages it, see ``damaged``.)
 SECOND_LABEL_KEYS = ("partner",)
 
 
@@ -163,10 +165,14 @@ def load_corruptions(folder: str | os.PathLike, sample_ids: Iterable[str] | None
 
 
 def corrupted_pairs(record: Mapping) -> Pairs:
-    """(sample id, label) pairs one corruption record makes wrong (see :data:`SECOND_LABEL_KEYS`)."""
+    """(sample id, label) pairs one corruption record makes wrong: its structure, a second one
+    named in its parameters (:data:`SECOND_LABEL_KEYS`) and the structures it damaged on the way
+    (``damaged``: Dice below :data:`SwinBOBLib.phantom.DAMAGE_DICE` against the map before it, e.g.
+    the neighbours a dilation overwrote; records written before that field existed have none)."""
     pairs = {(record["id"], int(record["label"]))}
     params = record.get("params") or {}
     pairs.update((record["id"], int(params[key])) for key in SECOND_LABEL_KEYS if params.get(key) is not None)
+    pairs.update((record["id"], int(d["label"])) for d in record.get("damaged") or ())
     return pairs
 
 

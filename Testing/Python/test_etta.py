@@ -246,3 +246,26 @@ def test_flip_tta_maps_predictions_back_voxel_for_voxel():
     averaged = etta.flip_tta(left_marker, 4)(x)
     # flips along axis 2 land the marker on the other side; averaging mixes, never swaps sides outright
     assert averaged[0, 1, 3:].mean() > averaged[0, 1, :3].mean()
+
+
+def test_adaptation_patch_size_follows_the_network_stride():
+    assert etta.network_stride((96, 96, 96)) == 32 and etta.network_stride((40, 40, 40)) == 8
+    assert etta.network_stride((64, 64, 48)) == 16 and etta.network_stride((15, 15, 15)) == 1
+    assert etta.adaptation_roi((96, 96, 96), 1.0) == (96, 96, 96)
+    assert etta.adaptation_roi((96, 96, 96), 0.5) == (32, 32, 32)  # 48 rounded down to Swin's 32
+    assert etta.adaptation_roi((40, 40, 40), 0.5) == (16, 16, 16)
+    assert etta.adaptation_roi((40, 40, 40), 0.01) == (8, 8, 8)  # never below one stride
+
+
+def test_a_smaller_adaptation_patch_is_the_highest_entropy_one_and_is_reported(tiny):
+    image = shifted_image((1, 1, 48, 48, 48))
+    _, stats = etta.adapt(tiny, image, steps=1, lr=1e-2, roi_size=48, config=etta.EttaConfig(patch_scale=0.5))
+    assert stats["patch_size"] == [16, 16, 16]
+    entropy = etta.entropy_volume(torch.softmax(tiny(image), 1))
+    start = stats["windows"][0]
+    chosen = float(entropy[tuple(slice(s, s + 16) for s in start)].mean())
+    others = [float(entropy[tuple(slice(s, s + 16) for s in w)].mean())
+              for w in etta.window_starts((48, 48, 48), (16, 16, 16), (8, 8, 8))]
+    assert chosen == pytest.approx(max(others), abs=1e-6)
+    with pytest.raises(ValueError, match="patch_scale must be in"):
+        etta.adapt(tiny, image, roi_size=48, config=etta.EttaConfig(patch_scale=0.0))

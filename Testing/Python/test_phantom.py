@@ -218,7 +218,7 @@ def corrupt_one(labels, kind, seed=0):
     out, records = ph.corrupt_labels(labels, seed=seed, kinds=[kind])
     assert len(records) == 1
     record = records[0]
-    assert set(record) == {"label", "name", "kind", "params", "voxels_before", "voxels_after"}
+    assert set(record) == {"label", "name", "kind", "params", "voxels_before", "voxels_after", "damaged"}
     assert record["kind"] == kind and record["name"] == SCHEME.name_of(record["label"])
     assert record["label"] not in BODY_COMPOSITION
     assert record["voxels_before"] == int((labels == record["label"]).sum())
@@ -318,6 +318,27 @@ def test_spurious_blob_adds_a_disconnected_component(tiny, seed):
     assert (before & ~after).sum() == 0
 
 
+def test_damaged_structures_are_recorded_and_counted_as_corrupted():
+    """A dilation overwrites its neighbours: they are wrong labels too, recorded under ``damaged``
+    (Dice below DAMAGE_DICE against the map before) and counted by the ablation."""
+    from SwinBOBLib.solf import ablation
+
+    before = np.zeros((12, 12, 12), np.int16)
+    before[2:6, 2:10, 2:10] = 5   # liver
+    before[6:8, 2:10, 2:10] = 1   # spleen, a thin slab against it
+    before[8:12, :, :] = 66       # muscle
+    after = before.copy()
+    after[6:8, 2:10, 2:10] = 5    # the liver grew over the spleen
+    after[8, 4:6, 4:6] = 5        # and over 4 of the muscle's 576 voxels (Dice 0.997: not damaged)
+    damaged = ph.damaged_structures(before, after)
+    assert [d["label"] for d in damaged] == [1, 5]  # the liver changed too (corrupt_labels names it)
+    assert damaged[0]["name"] == "spleen" and damaged[0]["dice"] == 0.0
+    damaged = damaged[:1]
+    record = {"id": "case_0000", "label": 5, "kind": "dilation", "params": {"iterations": 1}, "damaged": damaged}
+    assert ablation.corrupted_pairs(record) == {("case_0000", 5), ("case_0000", 1)}
+    assert ablation.corrupted_pairs({**record, "damaged": []}) == {("case_0000", 5)}
+
+
 def test_corrupt_labels_leaves_its_input_alone_and_is_deterministic(tiny):
     labels = tiny[0].labels
     copy = labels.copy()
@@ -326,6 +347,8 @@ def test_corrupt_labels_leaves_its_input_alone_and_is_deterministic(tiny):
     np.testing.assert_array_equal(labels, copy)
     np.testing.assert_array_equal(out1, out2)
     assert rec1 == rec2 and len(rec1) == 6
+    for record in rec1:  # what else each corruption made wrong, never the structures it names
+        assert record["label"] not in {d["label"] for d in record["damaged"]}
     assert len({r["label"] for r in rec1}) == 6
     assert out1.dtype == labels.dtype and not np.array_equal(out1, labels)
     same, none = ph.corrupt_labels(labels, n_corruptions=0)
@@ -385,6 +408,17 @@ def test_write_cohort_writes_a_loadable_decathlon_dataset(tmp_path):
             assert records[0]["voxels_after"] == int((label.array == records[0]["label"]).sum())
         else:
             assert records == [] and np.array_equal(label.array, clean.array)
+
+
+def test_balanced_kinds_plant_every_kind_in_turn(tmp_path):
+    import json
+
+    n = len(ph.CORRUPTION_KINDS)
+    summary = ph.write_cohort(tmp_path / "c", n=n, size="tiny", seed=3, corrupt=True, corrupt_fraction=1.0,
+                              balanced_kinds=True)
+    kinds = [json.loads((tmp_path / "c" / "corruptions" / f"{case}.json").read_text())[0]["kind"]
+             for case in summary["corrupted"]]
+    assert kinds == list(ph.CORRUPTION_KINDS)
 
 
 def test_write_cohort_without_corruption_writes_no_extra_folders(tmp_path):

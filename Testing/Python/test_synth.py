@@ -219,3 +219,36 @@ def test_solf_check_of_a_thin_slab_needs_partial_and_then_warns(samples, tmp_pat
     code = cli.main(["solf", "check", str(mapped), "--bounds", str(DEFAULT_BOUNDS), "--partial"])
     err = capsys.readouterr().err
     assert code in (0, EXIT_FLAGGED) and "extent" in err and "unreliable" in err
+
+
+def _corner_organ_volume():
+    """A 64^3 body of one tissue class with a 4^3 liver in a corner: crops drawn anywhere in the body
+    rarely see it."""
+    gen = np.full((1, 64, 64, 64), TISSUE_BASE, np.int16)
+    gen[0, 2:6, 2:6, 2:6] = 5  # liver
+    return gen
+
+
+def _crops_with_liver(config: SynthesisConfig, seeds=range(12)) -> int:
+    chain = synthesis_transforms(LAYOUT, (16, 16, 16), 1, (3.0, 3.0, 3.0), config)
+    liver = LAYOUT.channel_lookup()[5]
+    seen = 0
+    for seed in seeds:
+        chain.set_random_state(seed=seed)
+        seen += int(bool((chain({"gen": _corner_organ_volume()})[0]["label"] == liver).any()))
+    return seen
+
+
+def test_structure_crops_are_class_balanced_and_body_crops_are_not():
+    still = dict(slab_prob=0.0, rotate_deg=0.0, scale=0.0, shear=0.0, elastic_prob=0.0, crop_margin=1.0)
+    # Structure sampling, body weight 0: every crop is centred on the (one) structure.
+    assert _crops_with_liver(SynthesisConfig(crop_sampling="structures", body_crop_weight=0.0, **still)) == 12
+    # Body sampling: centres anywhere in the 64^3 body; a 16^3 crop holds the corner organ rarely.
+    assert _crops_with_liver(SynthesisConfig(crop_sampling="body", **still)) < 6
+
+
+def test_crop_sampling_options_are_checked():
+    with pytest.raises(ValueError, match="crop_sampling must be one of structures, body"):
+        SynthesisConfig.from_dict({"crop_sampling": "organs"})
+    with pytest.raises(ValueError, match="body_crop_weight must be >= 0"):
+        SynthesisConfig.from_dict({"body_crop_weight": -1})

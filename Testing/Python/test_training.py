@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from SwinBOBLib import io, phantom, training
+from SwinBOBLib import io, labels, phantom, training
 from SwinBOBLib.inference import InferenceConfig, segment_image
 from SwinBOBLib.model import load_checkpoint, read_checkpoint_file
 from SwinBOBLib.progress import StopFlag, read_progress
@@ -156,3 +156,27 @@ def test_fine_tuning_keeps_the_patch_merging_variant_of_its_weights(cohort, tmp_
     assert summary["status"] == "done"
     _, metadata = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
     assert metadata.variant == "legacy"
+
+
+def test_memory_cache_prepares_each_case_once(cohort, tmp_path, monkeypatch):
+    """``cache: memory`` caches the prepared case (loading, resampling, tissue split) and the
+    deterministic head of the augmentation: only the random transforms run again each epoch."""
+    from SwinBOBLib.synth import SynthesisConfig, synthesis_transforms
+
+    dataset = training.load_dataset(cohort)
+    config = training.TrainConfig(**{**TINY, "contrasts": None, "synthesis": "labels", "network": "segresnet",
+                                     "feature_size": 8, "target_spacing_mm": (10.0, 10.0, 10.0)})
+    metadata = training.model_metadata(config, 1)
+    calls = []
+    real = training.prepare_generation_case
+    monkeypatch.setattr(training, "prepare_generation_case", lambda *a, **k: calls.append(a[0].case_id) or real(*a, **k))
+    augment = synthesis_transforms(labels.channel_layout("ukbob", "compact"), (32, 32, 32), 2, (10.0, 10.0, 10.0),
+                                   SynthesisConfig())
+    data = training.make_dataset(dataset.cases[:2], dataset.scheme, metadata, config, tmp_path, augment)
+    assert sorted(calls) == sorted(c.case_id for c in dataset.cases[:2])  # prepared when cached
+    for _ in range(3):
+        for index in range(len(data)):
+            crops = data[index]
+            assert len(crops) == 2 and tuple(crops[0]["image"].shape) == (1, 32, 32, 32)
+    assert len(calls) == 2  # never again
+    assert "gen_cls_indices" in data._cache[0]  # the crop sampler's class indices are cached too
