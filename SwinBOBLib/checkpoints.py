@@ -234,39 +234,36 @@ def _read_bundle(path: Path) -> CheckpointFile:
                                 "state dict to models/model.pt)" if torchscript else ""))
     finally:
         files.close()
-    bundle_meta = _json(meta_bytes, f"{path}: configs/metadata.json") if meta_bytes else {}
+    bundle_meta = _document(meta_bytes, f"{path}: configs/metadata.json", "JSON") if meta_bytes else {}
     payload = safe_load(_io.BytesIO(weights), f"{path}: models/model.pt")
     told, notes = values_from_bundle(config, bundle_meta)
     details = {k: bundle_meta[k] for k in ("name", "version", "monai_version", "task") if k in bundle_meta}
     return CheckpointFile(path, "bundle", payload, told=told, told_by="bundle", notes=notes, details=details)
 
 
-def _json(data: bytes, source: str) -> dict:
+def _document(data: bytes, source: str, kind: str) -> dict:
+    """A JSON or YAML (``kind``) object read as data only (YAML's safe loader: no tags, no code)."""
+    import yaml
+
+    parse, errors = (json.loads, json.JSONDecodeError) if kind == "JSON" else (yaml.safe_load, yaml.YAMLError)
     try:
-        value = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{source}: not valid JSON ({error})") from None
+        value = parse(data.decode("utf-8"))
+    except (UnicodeDecodeError, errors) as error:
+        raise ValueError(f"{source}: not valid {kind} ({error})") from None
     if not isinstance(value, dict):
-        raise ValueError(f"{source}: expected a JSON object, found {type(value).__name__}")
+        raise ValueError(f"{source}: expected a {'JSON object' if kind == 'JSON' else 'mapping'}, "
+                         f"found {type(value).__name__}")
     return value
 
 
 def _bundle_config(files: _BundleFiles, path: Path) -> dict:
     data = files.read("configs/inference.json")
     if data is not None:
-        return _json(data, f"{path}: configs/inference.json")
+        return _document(data, f"{path}: configs/inference.json", "JSON")
     for name in ("configs/inference.yaml", "configs/inference.yml"):
         data = files.read(name)
         if data is not None:
-            import yaml
-
-            try:
-                value = yaml.safe_load(data.decode("utf-8"))
-            except (UnicodeDecodeError, yaml.YAMLError) as error:
-                raise ValueError(f"{path}: {name}: not valid YAML ({error})") from None
-            if not isinstance(value, dict):
-                raise ValueError(f"{path}: {name}: expected a mapping, found {type(value).__name__}")
-            return value
+            return _document(data, f"{path}: {name}", "YAML")
     raise ValueError(f"{path}: MONAI bundle without configs/inference.json or configs/inference.yaml")
 
 

@@ -113,12 +113,7 @@ def entropy_loss(logits: torch.Tensor, valid: torch.Tensor | None = None, activa
 def mean_entropy(probs: torch.Tensor, slab: int = 16, activation: str = "softmax") -> float:
     """Mean normalised entropy over every voxel of ``probs`` ``(1, K, *spatial)``, computed in slabs
     along the last axis so a whole-body scan never needs a float32 copy of all its channels."""
-    from .heads import entropy
-
-    total, depth = 0.0, probs.shape[-1]
-    for z0 in range(0, depth, slab):
-        total += float(entropy(probs[..., z0:z0 + slab], activation).double().sum())
-    return total / (probs[0, 0].numel())
+    return float(entropy_volume(probs, slab, activation).double().mean())
 
 
 def entropy_volume(probs: torch.Tensor, slab: int = 16, activation: str = "softmax") -> torch.Tensor:

@@ -1294,6 +1294,7 @@ def write_cohort(output_dir, n: int = 1, size="tiny", seed: int = 0, corrupt: bo
                               "it, choose a new or empty folder")
     n_bad = 0 if not corrupt else min(n, max(int(round(corrupt_fraction * n)), int(corrupt_fraction > 0)))
     corrupted = set(np.random.default_rng([int(seed), 11]).permutation(n)[:n_bad].tolist())
+    turn = {case: j * n_corruptions for j, case in enumerate(sorted(corrupted))}  # balanced_kinds: first kind
     cases = []
     for i in range(n):
         case = f"case_{i:04d}"
@@ -1306,8 +1307,7 @@ def write_cohort(output_dir, n: int = 1, size="tiny", seed: int = 0, corrupt: bo
             if i in corrupted:
                 kinds = None
                 if balanced_kinds:
-                    turn = sorted(corrupted).index(i) * n_corruptions
-                    kinds = sorted({CORRUPTION_KINDS[(turn + k) % len(CORRUPTION_KINDS)] for k in range(n_corruptions)})
+                    kinds = sorted({CORRUPTION_KINDS[(turn[i] + k) % len(CORRUPTION_KINDS)] for k in range(n_corruptions)})
                 labels, records = corrupt_labels(phantom.labels, seed=seed + i, n_corruptions=n_corruptions,
                                                  kinds=kinds)
             (root / "corruptions").mkdir(parents=True, exist_ok=True)

@@ -198,11 +198,12 @@ def case_folder(outdir: Path, case: str, path: Path, batch: bool) -> Path:
     found = foreign_files(target, [path])
     if found and not batch:
         sub = outdir / io.safe_name(case, "case id")
-        if not foreign_files(sub, [path]):
+        found_in_sub = foreign_files(sub, [path])
+        if not found_in_sub:
             print(f"note: {outdir} holds files SwinBOB did not write ({', '.join(found[:3])}); writing the "
                   f"outputs into {sub} instead", file=sys.stderr)
             return sub
-        target, found = sub, foreign_files(sub, [path])
+        target, found = sub, found_in_sub
     if found:
         raise FileExistsError(f"{target}: holds files SwinBOB did not write ({', '.join(found[:3])}"
                               f"{', ...' if len(found) > 3 else ''}); refusing to write over them, choose a new "

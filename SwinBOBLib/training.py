@@ -195,18 +195,24 @@ def load_case_image(case: Case) -> io.Image:
     return io.load_image(list(case.images) if len(case.images) > 1 else case.images[0])
 
 
+def _ras_labels(case: Case, dataset_scheme: str, metadata: CheckpointMetadata,
+                image: io.Image | None = None) -> io.Image:
+    """The case's label map in the model's scheme, RAS voxel order; checked against ``image``'s grid."""
+    source = io.load_labelmap(case.label, scheme=dataset_scheme)
+    if image is not None:
+        difference = io.grid_difference(source, image)
+        if difference:
+            raise ValueError(f"{case.label}: the label map's grid differs from its image {case.images[0]}: {difference}")
+    mapped = labels.remap(source.array, dataset_scheme, metadata.scheme)
+    return io.reorient(io.Image(mapped, source.affine), "RAS")[0]
+
+
 def prepare_case(case: Case, dataset_scheme: str, metadata: CheckpointMetadata) -> dict:
     """One case as training arrays on the model grid: ``image`` ``(C, X, Y, Z)`` float32 and ``label``
     ``(1, X, Y, Z)`` int16 channel indices of the compact layout (dataset labels remapped)."""
     image = load_case_image(case)
     tensor, prepared = preprocess(image, metadata, InferenceConfig())
-    source = io.load_labelmap(case.label, scheme=dataset_scheme)
-    difference = io.grid_difference(source, image)
-    if difference:
-        raise ValueError(f"{case.label}: the label map's grid differs from its image {case.images[0]}: {difference}")
-    mapped = labels.remap(source.array, dataset_scheme, metadata.scheme)
-    ras, _ = io.reorient(io.Image(mapped, source.affine), "RAS")
-    grid = nearest_resample(ras.array, prepared.model_shape)
+    grid = nearest_resample(_ras_labels(case, dataset_scheme, metadata, image).array, prepared.model_shape)
     channels = labels.channel_layout(metadata.scheme, "compact").labels_to_channels(grid)
     return {"image": tensor[0].numpy(), "label": channels[None].astype(np.int16), "case_id": case.case_id}
 
@@ -219,17 +225,12 @@ def prepare_generation_case(case: Case, dataset_scheme: str, metadata: Checkpoin
     from .inference import model_grid, resample
     from .synth import generation_labels
 
-    source = io.load_labelmap(case.label, scheme=dataset_scheme)
-    mapped = labels.remap(source.array, dataset_scheme, metadata.scheme)
-    ras, _ = io.reorient(io.Image(mapped, source.affine), "RAS")
+    loaded = load_case_image(case) if case.images and tissue_classes > 0 else None
+    ras = _ras_labels(case, dataset_scheme, metadata, loaded)
     shape, _ = model_grid(ras.spatial_shape, ras.spacing, metadata.target_spacing_mm)
     grid = nearest_resample(ras.array, shape)
     image = None
-    if case.images and tissue_classes > 0:
-        loaded = load_case_image(case)
-        difference = io.grid_difference(source, loaded)
-        if difference:
-            raise ValueError(f"{case.label}: the label map's grid differs from its image {case.images[0]}: {difference}")
+    if loaded is not None:
         ras_image, _ = io.reorient(io.select_channels(loaded, [0]) if loaded.num_channels > 1 else loaded, "RAS")
         values = torch.from_numpy(np.asarray(ras_image.array, np.float32))[None, None]
         image = resample(values, shape)[0, 0].numpy()

@@ -299,15 +299,21 @@ def load_sample_volume(scene, name: str = "example_mr_sm"):
     for root in RESOURCE_ROOTS:
         path = Path(root, *SAMPLE)
         if path.is_file():
-            node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-            storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
-            storage.SetFileName(str(path))
-            node.SetAndObserveStorageNodeID(storage.GetID())
-            if not storage.ReadData(node):
-                raise OSError(f"{path}: Slicer's volume reader failed")
-            node.CreateDefaultDisplayNodes()
-            return node
+            return read_volume(scene, path, name)
     return None
+
+
+def read_volume(scene, path, name: str):
+    """A scalar volume node named ``name`` read from ``path`` through its storage node (Slicer's
+    volume reader, as File > Add Data uses); OSError when the reader fails."""
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(path))
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    if not storage.ReadData(node):
+        raise OSError(f"{path}: Slicer's volume reader failed")
+    node.CreateDefaultDisplayNodes()
+    return node
 
 
 def wait_for(condition, timeout: float, what: str, processEvents=None, interval: float = 0.1) -> None:

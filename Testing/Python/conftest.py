@@ -21,3 +21,14 @@ def samples() -> Path:
     """Folder of the real TotalSegmentator sample scans and label maps."""
     assert SAMPLES.is_dir(), f"missing test data folder {SAMPLES}"
     return SAMPLES
+
+
+@pytest.fixture(scope="module")
+def core():
+    """A slicer-core application with a scene and three slice views (slicer_harness); closed after
+    the module. Only for test modules that import slicer (they skip without slicer-core)."""
+    import slicer_harness
+
+    core = slicer_harness.start_slicer_core()
+    yield core
+    core.close()

@@ -72,19 +72,9 @@ def start_slicer_core() -> SlicerCore:
 
 def load_volume(scene, path, name: str | None = None):
     """A scalar volume node read from a file through its storage node (Slicer's reader)."""
-    import slicer
+    from SwinBOBModule.selftests import read_volume
 
-    node = slicer.vtkMRMLScalarVolumeNode()
-    node.SetName(name or Path(path).name.split(".")[0])
-    scene.AddNode(node)
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    scene.AddNode(storage)
-    storage.SetFileName(str(path))
-    node.SetAndObserveStorageNodeID(storage.GetID())
-    if not storage.ReadData(node):
-        raise OSError(f"{path}: Slicer's volume reader failed")
-    node.CreateDefaultDisplayNodes()
-    return node
+    return read_volume(scene, path, name or Path(path).name.split(".")[0])
 
 
 # ----------------------------------------------------------------------------- rendered views

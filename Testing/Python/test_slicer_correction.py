@@ -18,13 +18,6 @@ from SwinBOBLib.labels import get_scheme  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def core():
-    core = slicer_harness.start_slicer_core()
-    yield core
-    core.close()
-
-
-@pytest.fixture(scope="module")
 def case(tmp_path_factory):
     from SwinBOBLib.phantom import write_cohort
 

@@ -19,13 +19,6 @@ from SwinBOBModule.parameters import SegmentationOptions  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def core():
-    core = slicer_harness.start_slicer_core()
-    yield core
-    core.close()
-
-
-@pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("slicer")
 

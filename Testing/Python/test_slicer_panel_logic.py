@@ -24,13 +24,6 @@ from SwinBOBModule.parameters import SegmentationOptions  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def core():
-    core = slicer_harness.start_slicer_core()
-    yield core
-    core.close()
-
-
-@pytest.fixture(scope="module")
 def volume(core, samples):
     return slicer_harness.load_volume(core.scene, samples / "example_mr_sm.nii.gz", "example_mr_sm")
 
