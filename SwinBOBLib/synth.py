@@ -12,14 +12,21 @@ Generation labels and segmentation labels differ. A label map that leaves part o
 unlabelled (CT organ maps have no fat or muscle classes) would render that part as one flat colour;
 when the case has an image, :func:`generation_labels` splits the unlabelled body into
 ``tissue_classes`` intensity clusters (k-means of the image inside the body: fat, soft tissue, air,
-bone on CT) that get their own random intensities. Those voxels are *ignored* by the loss
-(:data:`IGNORE`), because the label map does not say what they are.
+bone on CT) that get their own random intensities. The label map does not say what those voxels
+are, but it does say what they are not: a label map names every structure it contains, so its
+unlabelled body is none of the structures it labels elsewhere. They are trained with a partial
+label (:data:`PARTIAL`, ``unlabelled_body: partial``): the loss asks only that the network put
+their probability on the structures the case does not contain (background, fat, muscle, organs
+out of the field of view; :class:`AllowedChannelsd`), so a kidney or a liver cannot spread into
+the fat around it unpunished (a marginal loss, as in partially-supervised multi-organ training:
+Shi et al., Medical Image Analysis 2021). ``unlabelled_body: ignore`` leaves them out of the loss.
 
 Arrays are channel-first on the RAS model grid: ``gen`` ``(1, X, Y, Z)`` int16 generation labels
 (0 outside the body, 1..99 the scheme's label values, ``TISSUE_BASE + k`` tissue class k); the
 transform chain outputs ``image`` ``(1, X, Y, Z)`` float32 normalised as inference normalises
 (:func:`SwinBOBLib.inference.normalize_intensity`) and ``label`` ``(1, X, Y, Z)`` int64 channel
-indices, :data:`IGNORE`-valued where the loss must not look. Only the per-label intensity sampling,
+indices, :data:`IGNORE`-valued where the loss must not look and :data:`PARTIAL` on the unlabelled
+body; ``allowed`` ``(C,)`` float32 marks the channels the unlabelled body may take. Only the per-label intensity sampling,
 the anisotropic resolution loss and the field-of-view cut are ours; the rest are MONAI transforms.
 """
 
@@ -52,6 +59,8 @@ from .labels import ChannelLayout
 
 #: Label value that the training loss ignores (set in ``label`` after synthesis).
 IGNORE = 255
+#: Label value of the unlabelled body: any channel in the case's ``allowed`` vector, none other.
+PARTIAL = 253
 #: Generation label of tissue cluster k of the unlabelled body is ``TISSUE_BASE + k``.
 TISSUE_BASE = 200
 #: Generation label of voxels beyond the scan (crop padding): image 0 as sliding-window padding, ignored.
@@ -63,6 +72,9 @@ SYNTHESIS_MODES = ("off", "labels")
 #: How crop centres are drawn: class-balanced over the structures present (each structure equally
 #: often, the unlabelled body with ``body_crop_weight``) or uniformly over the body (2:1 against air).
 CROP_SAMPLING = ("structures", "body")
+#: How the loss treats the unlabelled body (tissue classes): a partial label (any structure the case
+#: does not contain) or not at all.
+UNLABELLED_BODY = ("partial", "ignore")
 
 
 @dataclass
@@ -91,6 +103,7 @@ class SynthesisConfig:
     slab_prob: float = 0.4  # cut the field of view to a thin slab along the superior axis
     slab_mm: tuple[float, float] = (40.0, 120.0)  # slab thickness
     tissue_classes: int = 4  # intensity clusters of the unlabelled body (0 switches the split off)
+    unlabelled_body: str = "partial"  # loss on the unlabelled body: "partial" (not the case's structures) or "ignore"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, source: str = "synthesis options") -> "SynthesisConfig":
@@ -103,6 +116,9 @@ class SynthesisConfig:
         if config.crop_sampling not in CROP_SAMPLING:
             raise ValueError(f"{source}: crop_sampling must be one of {', '.join(CROP_SAMPLING)}, "
                              f"got {config.crop_sampling!r}")
+        if config.unlabelled_body not in UNLABELLED_BODY:
+            raise ValueError(f"{source}: unlabelled_body must be one of {', '.join(UNLABELLED_BODY)}, "
+                             f"got {config.unlabelled_body!r}")
         if not 0.0 <= float(config.body_crop_weight):
             raise ValueError(f"{source}: body_crop_weight must be >= 0, got {config.body_crop_weight}")
         return config
@@ -165,10 +181,13 @@ def generation_labels(labels: np.ndarray, image: np.ndarray | None, tissue_class
     return gen
 
 
-def target_table(layout: ChannelLayout) -> np.ndarray:
+def target_table(layout: ChannelLayout, unlabelled_body: str = "partial") -> np.ndarray:
     """``table[generation label]`` = training target: the layout's channel for a scheme label, 0 for
-    the outside, :data:`IGNORE` for tissue classes (the label map does not say what they are)."""
-    table = np.full(_TABLE, IGNORE, np.int64)  # tissue classes and PAD
+    the outside, :data:`PARTIAL` for tissue classes (``unlabelled_body="partial"``: one of the
+    structures the case does not contain) or :data:`IGNORE` (``"ignore"``), :data:`IGNORE` for
+    padding beyond the scan."""
+    table = np.full(_TABLE, IGNORE, np.int64)  # PAD (and unused values)
+    table[TISSUE_BASE:PAD] = PARTIAL if unlabelled_body == "partial" else IGNORE
     table[0] = 0
     lookup = layout.channel_lookup()
     for label in range(1, TISSUE_BASE):
@@ -177,6 +196,32 @@ def target_table(layout: ChannelLayout) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- image synthesis
+
+
+def allowed_channels(gen: np.ndarray, layout: ChannelLayout) -> np.ndarray:
+    """``(C,)`` float32: 1 for the channels the unlabelled body of a case may be (background and
+    every structure the case's label map does not contain), 0 for the structures it contains."""
+    lookup = layout.channel_lookup()
+    allowed = np.ones(layout.num_channels, np.float32)
+    for value in np.unique(np.asarray(gen)).tolist():
+        if 0 < value < min(TISSUE_BASE, len(lookup)) and lookup[value] > 0:
+            allowed[lookup[value]] = 0.0
+    allowed[0] = 1.0
+    return allowed
+
+
+class AllowedChannelsd(MapTransform):
+    """``gen`` -> ``allowed`` (:func:`allowed_channels` of the whole case). Deterministic, so it runs
+    (and is cached) before the crops, which copy it to every crop."""
+
+    def __init__(self, layout: ChannelLayout, gen_key: str = "gen"):
+        MapTransform.__init__(self, [gen_key])
+        self.gen_key, self.layout = gen_key, layout
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        d["allowed"] = torch.from_numpy(allowed_channels(np.asarray(d[self.gen_key]), self.layout))
+        return d
 
 
 def render_intensities(gen: np.ndarray, rng: np.random.RandomState, config: SynthesisConfig) -> np.ndarray:
@@ -199,7 +244,8 @@ class RandRenderd(RandomizableTransform, MapTransform):
     def __init__(self, layout: ChannelLayout, config: SynthesisConfig, gen_key: str = "gen"):
         RandomizableTransform.__init__(self, prob=1.0)
         MapTransform.__init__(self, [gen_key])
-        self.gen_key, self.config, self.table = gen_key, config, target_table(layout)
+        self.gen_key, self.config = gen_key, config
+        self.table = target_table(layout, config.unlabelled_body)
 
     def __call__(self, data: Mapping) -> dict:
         d = dict(data)
@@ -301,12 +347,14 @@ def synthesis_transforms(layout: ChannelLayout, roi_size: Sequence[int], crops_p
     Crops a little larger than ``roi_size``, centred class-balanced on the structures (or anywhere in
     the body, ``crop_sampling="body"``); affine and elastic deformation of the labels
     (nearest neighbour) to ``roi_size``; rendering; blur, resolution loss, bias field, noise and a
-    contrast curve; the inference normalisation; a random thin field of view.
+    contrast curve; the inference normalisation; a random thin field of view. With
+    ``unlabelled_body="partial"`` every crop carries the case's ``allowed`` channels.
     """
     config = config or SynthesisConfig()
     roi = [int(r) for r in roi_size]
     crop = [int(round(r * config.crop_margin)) for r in roi]
     angle = np.deg2rad(config.rotate_deg)
+    head = [AllowedChannelsd(layout)] if config.unlabelled_body == "partial" else []
     if config.crop_sampling == "structures":
         # Crop centres class-balanced over the structures: without it most crops of a whole-body map
         # hold only fat and muscle, and small organs are rarely seen. Indices are computed once per
@@ -325,7 +373,7 @@ def synthesis_transforms(layout: ChannelLayout, roi_size: Sequence[int], crops_p
             RandCropByPosNegLabeld(["gen"], label_key="gen", spatial_size=crop, pos=2, neg=1,
                                    num_samples=crops_per_volume, allow_smaller=True),
         ]
-    steps = sampling + [
+    steps = head + sampling + [
         RandAffined(["gen"], prob=1.0, rotate_range=(angle,) * 3, shear_range=(config.shear,) * 6,
                     scale_range=(config.scale,) * 3, spatial_size=roi, mode="nearest", padding_mode="zeros"),
         Rand3DElasticd(["gen"], sigma_range=config.elastic_sigma, magnitude_range=config.elastic_magnitude,
@@ -347,7 +395,7 @@ def synthesis_transforms(layout: ChannelLayout, roi_size: Sequence[int], crops_p
 def synthesize_volume(gen: np.ndarray, layout: ChannelLayout, seed: int, config: SynthesisConfig | None = None,
                       intensity: str = "percentile", intensity_params: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A whole rendered volume without spatial change (synthetic validation): ``gen`` ``(X, Y, Z)``
-    -> ``image`` ``(1, X, Y, Z)`` float32 and ``label`` ``(X, Y, Z)`` int64 targets; seeded."""
+    -> ``image`` ``(1, X, Y, Z)`` float32 and ``label`` ``(X, Y, Z)`` int64 targets (:data:`PARTIAL` on the unlabelled body); seeded."""
     config = config or SynthesisConfig()
     chain = Compose([
         RandRenderd(layout, config),

@@ -428,9 +428,9 @@ class Trainer:
         from monai.losses import DiceCELoss
 
         if self.config.synthesis != "off":
-            from .synth import IGNORE
+            from .synth import IGNORE, PARTIAL
 
-            return MaskedDiceCELoss(IGNORE)
+            return MaskedDiceCELoss(IGNORE, PARTIAL)
         return DiceCELoss(to_onehot_y=True, softmax=True)
 
     def _tensorboard(self):
@@ -512,7 +512,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=self.device.type, dtype=dtype, enabled=cuda_amp or cpu_amp):
             logits = self.network(images)
-        loss = self.loss(logits.float(), targets)  # the loss in float32 whatever the autocast
+        if isinstance(self.loss, MaskedDiceCELoss):  # synthesis: the unlabelled body's allowed channels
+            allowed = batch.get("allowed")
+            allowed = None if allowed is None else torch.as_tensor(allowed).to(self.device)
+            loss = self.loss(logits.float(), targets, allowed)  # the loss in float32 whatever the autocast
+        else:
+            loss = self.loss(logits.float(), targets)
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
@@ -574,7 +579,7 @@ class Trainer:
             probs, _ = predict_probabilities(self.model, image, (self.config.roi_size,) * 3, config, self.device)
             predicted = probs[0].argmax(0).cpu().numpy()
             reference = prepared["label"][0]
-            known = reference != prepared.get("ignore", -1)  # tissue the label map does not name
+            known = ~np.isin(reference, prepared.get("ignore", ()))  # tissue the label map does not name
             predicted, reference = np.where(known, predicted, 0), np.where(known, reference, 0)
             present = sorted((set(np.unique(reference).tolist()) | set(np.unique(predicted).tolist())) - {0})
             scores.append(float(np.mean([dice(predicted == c, reference == c) for c in present])) if present else 1.0)
@@ -587,7 +592,7 @@ class Trainer:
         per case, so model selection sees synthetic data only and is comparable between epochs."""
         if self.config.synthesis == "off":
             return prepare_case(case, self.dataset.scheme, self.metadata)
-        from .synth import IGNORE, SynthesisConfig, synthesize_volume
+        from .synth import IGNORE, PARTIAL, SynthesisConfig, synthesize_volume
 
         cache = self._synthetic_validation
         if case.case_id not in cache:  # rendered once per run: the seed is fixed, so it never changes
@@ -595,7 +600,7 @@ class Trainer:
             gen = prepare_generation_case(case, self.dataset.scheme, self.metadata, options.tissue_classes)["gen"][0]
             image, label = synthesize_volume(gen, self.layout, self.config.seed + 7919 * index, options,
                                              self.config.intensity, self.metadata.intensity_params)
-            cache[case.case_id] = {"image": image, "label": label[None], "ignore": IGNORE}
+            cache[case.case_id] = {"image": image, "label": label[None], "ignore": (IGNORE, PARTIAL)}
         return cache[case.case_id]
 
     def _log_validation_slices(self, shown) -> None:
@@ -689,24 +694,47 @@ class Trainer:
 
 
 class MaskedDiceCELoss(torch.nn.Module):
-    """Dice + cross-entropy (as MONAI's DiceCELoss) over the voxels whose target is not ``ignore``.
+    """Dice + cross-entropy (as MONAI's DiceCELoss) over the voxels whose target is not ``ignore``,
+    with partial labels: a voxel whose target is ``partial`` is any of the channels its sample's
+    ``allowed`` vector marks (the unlabelled body of a label map: none of the structures the map
+    contains). There the cross-entropy is the marginal one, ``-log sum_{c allowed} p_c``, and the
+    Dice counts the probability it puts on channels not allowed as false positives (the Dice of an
+    allowed channel does not look at the voxel: it may or may not be that channel).
 
-    ``forward(logits (B, C, ...), target (B, 1, ...) int)``; the Dice part is MONAI's MaskedDiceLoss.
+    ``forward(logits (B, C, ...), target (B, 1, ...) int, allowed (B, C) or None)``; without
+    ``allowed`` (or ``partial``) partial voxels are ignored. The Dice part is MONAI's DiceLoss on
+    masked probabilities and masked one-hot targets (MONAI's MaskedDiceLoss masks the label indices
+    before their one-hot encoding, so an ignored voxel would count as a background target).
     """
 
-    def __init__(self, ignore: int):
+    def __init__(self, ignore: int, partial: int | None = None):
         super().__init__()
-        from monai.losses import MaskedDiceLoss
+        from monai.losses import DiceLoss
 
-        self.ignore = int(ignore)
-        self.dice = MaskedDiceLoss(to_onehot_y=True, softmax=True)
+        self.ignore, self.partial = int(ignore), None if partial is None else int(partial)
+        self.dice = DiceLoss(to_onehot_y=False, softmax=False)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        mask = target != self.ignore
-        clean = torch.where(mask, target, torch.zeros_like(target))
-        dice = self.dice(logits, clean, mask=mask.to(logits.dtype))
-        ce = torch.nn.functional.cross_entropy(logits, target[:, 0].long(), ignore_index=self.ignore)
-        return dice + (ce if torch.isfinite(ce) else ce.new_zeros(()))
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+        from monai.networks.utils import one_hot
+
+        channels, spatial = logits.shape[1], (1,) * (logits.dim() - 2)
+        target = target.long()
+        labelled = (target != self.ignore) & (target != (self.partial if self.partial is not None else self.ignore))
+        partial = (target == self.partial) if self.partial is not None and allowed is not None \
+            else torch.zeros_like(labelled)
+        clean = torch.where(labelled, target, torch.zeros_like(target))
+        log_probs = torch.log_softmax(logits, dim=1)
+        ce = -log_probs.gather(1, clean)[labelled].sum()
+        mask = labelled.to(logits.dtype).expand(-1, channels, *logits.shape[2:])
+        if bool(partial.any()):
+            allowed = allowed.to(logits.dtype).reshape(-1, channels, *spatial)
+            marginal = torch.logsumexp(log_probs + torch.log(allowed.clamp_min(1e-30)), dim=1, keepdim=True)
+            ce = ce - marginal[partial].sum()
+            mask = torch.maximum(mask, partial.to(logits.dtype) * (1.0 - allowed))
+        count = int(labelled.sum()) + int(partial.sum())
+        ce = ce / count if count else ce.new_zeros(())
+        dice = self.dice(log_probs.exp() * mask, one_hot(clean, channels) * mask)
+        return dice + ce
 
 
 def _progress_bar(enabled: bool, initial: int, total: int):

@@ -22,7 +22,8 @@ from SwinBOBLib.model import load_checkpoint, save_checkpoint  # noqa: E402
 
 NAME = "swinbob-demo-synth"
 DESCRIPTION = ("small demo model (SegResNet, 4 mm) trained on a CPU on images synthesised from label maps "
-               "(phantoms + one real CT's labels); not Swin-BOB, not for clinical use")
+               "(phantoms + one real CT's labels, its unlabelled body as a partial label); not Swin-BOB, "
+               "not for clinical use")
 
 
 def main(argv: list[str]) -> int:
@@ -34,8 +35,16 @@ def main(argv: list[str]) -> int:
     model, metadata = load_checkpoint(source)
     run = source.parent.parent
     summary = json.loads((run / "summary.json").read_text(encoding="utf-8")) if (run / "summary.json").exists() else {}
+    config = json.loads((run / "config.json").read_text(encoding="utf-8")) if (run / "config.json").exists() else {}
     training = dict(metadata.training or {})
-    training.update({"config": "Resources/Models/swinbob_demo.yaml", "recipe": "scripts/train_demo_model.sh",
+    if config.get("init_checkpoint"):  # stage 2: fine-tuned from stage 1's best weights
+        configs = ["Resources/Models/swinbob_demo.yaml", "Resources/Models/swinbob_demo_stage2.yaml"]
+        stage1 = Path(config["init_checkpoint"]).parent.parent / "summary.json"
+        first = json.loads(stage1.read_text(encoding="utf-8")) if stage1.exists() else {}
+        training["stage1_global_step"], training["stage1_best_epoch"] = first.get("global_step"), first.get("best_epoch")
+    else:
+        configs = ["Resources/Models/swinbob_demo.yaml"]
+    training.update({"config": " then ".join(configs), "recipe": "scripts/train_demo_model.sh",
                      "global_step": summary.get("global_step"), "best_epoch": summary.get("best_epoch"),
                      "best_synthetic_val_dice": summary.get("best_dice"),
                      "data": "16 synthetic phantoms (14 train, 2 val) + the real CT label maps of Testing/Data "

@@ -36,6 +36,13 @@ done
   for r in 1 2 3 4; do echo "ct_slab_$r,ct/example_ct_sm.nii.gz,ct/example_seg.ukbob.nii.gz,ct,train"; done
 } > "$data/cases.csv"
 
-# 4. Train (CPU, 2 cores: about 1 h 50 min for the committed max_steps; resumable).
+# 4. Stage 1 (CPU, 2 cores: about 1 h 50 min for the committed max_steps; resumable): the unlabelled
+#    body of the CT label maps is left out of the loss.
 "$swinbob" train --dataset "$data/cases.csv" --dataset-scheme ukbob -o "$work/run" \
   --config "$here/Resources/Models/swinbob_demo.yaml" "${@:2}"
+
+# 5. Stage 2 (about 1 h more; resumable): fine-tunes stage 1's best weights with partial labels on
+#    the unlabelled body. Its best.pt is the shipped model (scripts/package_demo_model.py).
+"$swinbob" train --dataset "$data/cases.csv" --dataset-scheme ukbob -o "$work/run2" \
+  --config "$here/Resources/Models/swinbob_demo_stage2.yaml" \
+  --init-checkpoint "$work/run/checkpoints/best.pt" "${@:2}"

@@ -9,8 +9,8 @@ import torch
 
 from SwinBOBLib import datasets, io, labels, phantom, training
 from SwinBOBLib.model import load_checkpoint
-from SwinBOBLib.synth import (IGNORE, PAD, TISSUE_BASE, RandSlabd, SynthesisConfig, generation_labels,
-                              synthesis_transforms, synthesize_volume, target_table)
+from SwinBOBLib.synth import (IGNORE, PAD, PARTIAL, TISSUE_BASE, RandSlabd, SynthesisConfig, allowed_channels,
+                              generation_labels, synthesis_transforms, synthesize_volume, target_table)
 
 LAYOUT = labels.channel_layout("ukbob", "compact")
 TINY_SYNTH = {"network": "segresnet", "feature_size": 8, "roi_size": 32, "batch_size": 2, "crops_per_volume": 2,
@@ -47,11 +47,24 @@ def test_generation_labels_refuse_values_that_collide_with_tissue_classes():
         generation_labels(np.full((4, 4, 4), 230), None)
 
 
-def test_target_table_maps_labels_to_channels_and_ignores_tissue_and_padding():
+def test_target_table_maps_labels_to_channels_partially_labels_tissue_and_ignores_padding():
     table = target_table(LAYOUT)
     lookup = LAYOUT.channel_lookup()
     assert table[0] == 0 and table[5] == lookup[5] and table[21] == lookup[21]
-    assert table[TISSUE_BASE] == IGNORE and table[PAD] == IGNORE
+    assert table[TISSUE_BASE] == PARTIAL and table[TISSUE_BASE + 3] == PARTIAL and table[PAD] == IGNORE
+    old = target_table(LAYOUT, "ignore")
+    assert old[TISSUE_BASE] == IGNORE and old[PAD] == IGNORE and old[5] == lookup[5]
+
+
+def test_allowed_channels_exclude_the_structures_the_case_contains(ct):
+    _, label = ct
+    allowed = allowed_channels(generation_labels(label, ct[0]), LAYOUT)
+    lookup = LAYOUT.channel_lookup()
+    present = set(np.unique(label).tolist()) - {0}
+    assert allowed.shape == (LAYOUT.num_channels,) and allowed[0] == 1.0
+    assert all(allowed[lookup[v]] == 0.0 for v in present)  # the liver is not in the fat around it
+    absent = [v for v in LAYOUT.labels if v and v not in present]
+    assert absent and all(allowed[lookup[v]] == 1.0 for v in absent)  # fat, muscle, out-of-view organs may be
 
 
 def _gen_volume(ct):
@@ -69,8 +82,10 @@ def test_chain_gives_normalised_patches_with_valid_targets_and_random_contrast(c
         assert tuple(crop["image"].shape) == (1, 32, 32, 32) and crop["image"].dtype == torch.float32
         assert float(crop["image"].min()) >= 0.0 and float(crop["image"].max()) <= 1.0
         values = set(torch.unique(crop["label"]).tolist())
-        assert values <= set(range(LAYOUT.num_channels)) | {IGNORE}
+        assert values <= set(range(LAYOUT.num_channels)) | {IGNORE, PARTIAL}
         assert "gen" not in crop and "pad" not in crop
+        assert torch.equal(torch.as_tensor(crop["allowed"]), torch.from_numpy(allowed_channels(gen, LAYOUT)))
+    assert any(bool((crop["label"] == PARTIAL).any()) for crop in first)  # the unlabelled CT body
     chain.set_random_state(seed=1)
     again = chain({"gen": gen})
     assert torch.equal(first[0]["image"], again[0]["image"])  # seeded: resumable training replays it
@@ -124,6 +139,34 @@ def test_masked_loss_ignores_voxels_and_survives_an_all_ignored_batch():
     assert torch.allclose(loss(logits, changed), loss(logits, other))
     assert not torch.allclose(loss(logits, changed), loss(logits, target))
     assert torch.isfinite(loss(logits, torch.full_like(target, IGNORE)))
+    # What the network outputs at an ignored voxel does not matter either (no background target there).
+    noisy = logits.clone()
+    noisy[..., :2] = torch.randn_like(noisy[..., :2]) * 5
+    assert torch.allclose(loss(logits, changed), loss(noisy, changed))
+
+
+def test_partial_label_loss_accepts_any_allowed_channel_and_punishes_the_others():
+    torch.manual_seed(1)
+    loss = training.MaskedDiceCELoss(IGNORE, PARTIAL)
+    logits = torch.randn(2, 4, 4, 4, 4)
+    target = torch.randint(1, 3, (2, 1, 4, 4, 4))
+    target[..., :2] = PARTIAL  # the unlabelled body: channels 1 and 2 are the case's structures
+    allowed = torch.tensor([[1.0, 0.0, 0.0, 1.0]] * 2)
+    base = loss(logits, target, allowed)
+    body = target[:, 0] == PARTIAL
+    # Which allowed channel the body takes is the network's business: swapping them changes nothing.
+    swapped = logits.clone()
+    swapped[:, [0, 3]] = torch.where(body[:, None], logits[:, [3, 0]], logits[:, [0, 3]])
+    assert torch.allclose(loss(swapped, target, allowed), base, atol=1e-6)
+    # Putting the body on a structure the case contains costs, and more than leaving it allowed.
+    organ = logits.clone()
+    organ[:, 1] = torch.where(body, 10.0, logits[:, 1])
+    settled = logits.clone()
+    settled[:, 3] = torch.where(body, 10.0, logits[:, 3])
+    assert float(loss(organ, target, allowed)) > float(base) > float(loss(settled, target, allowed))
+    # Without the allowed channels the body is ignored, as with unlabelled_body: ignore.
+    ignored = torch.where(target == PARTIAL, torch.full_like(target, IGNORE), target)
+    assert torch.allclose(loss(organ, target), training.MaskedDiceCELoss(IGNORE)(organ, ignored))
 
 
 def test_config_refuses_bad_synthesis_settings():
@@ -131,6 +174,8 @@ def test_config_refuses_bad_synthesis_settings():
         training.TrainConfig.from_dict({"synthesis": "images"})
     with pytest.raises(ValueError, match="unknown synthesis options"):
         training.TrainConfig.from_dict({"synthesis": "labels", "synthesis_options": {"bogus": 1}})
+    with pytest.raises(ValueError, match="unlabelled_body must be one of partial, ignore, got 'background'"):
+        training.TrainConfig.from_dict({"synthesis": "labels", "synthesis_options": {"unlabelled_body": "background"}})
     with pytest.raises(ValueError, match="intensity must be 'percentile'"):
         training.TrainConfig.from_dict({"synthesis": "labels", "intensity": "ct_window"})
 
@@ -252,3 +297,41 @@ def test_crop_sampling_options_are_checked():
         SynthesisConfig.from_dict({"crop_sampling": "organs"})
     with pytest.raises(ValueError, match="body_crop_weight must be >= 0"):
         SynthesisConfig.from_dict({"body_crop_weight": -1})
+
+
+def test_training_on_a_real_ct_label_map_gives_its_unlabelled_body_a_partial_label(samples, tmp_path, monkeypatch):
+    """The CT's unlabelled body reaches the loss as PARTIAL with the case's allowed channels."""
+    source = io.load_labelmap(samples / "example_seg.nii.gz", scheme="total")
+    mapped = tmp_path / "ct.ukbob.nii.gz"
+    io.save_labelmap(labels.remap(source.array, "total", "ukbob"), source, mapped, scheme="ukbob")
+    shutil.copy(samples / "example_ct_sm.nii.gz", tmp_path / "ct.nii.gz")
+    rows = ["id,image,label,subject,split"] + [f"ct_{i},ct.nii.gz,ct.ukbob.nii.gz,s{i},{s}"
+                                               for i, s in enumerate(["train", "val"])]
+    (tmp_path / "cases.csv").write_text("\n".join(rows) + "\n")
+    seen = []
+    original = training.MaskedDiceCELoss.forward
+
+    def spy(self, logits, target, allowed=None):
+        seen.append((bool((target == PARTIAL).any()), None if allowed is None else allowed.clone()))
+        return original(self, logits, target, allowed)
+
+    monkeypatch.setattr(training.MaskedDiceCELoss, "forward", spy)
+    options = {**TINY_SYNTH, "dataset_scheme": "ukbob", "max_steps": 2}
+    summary = training.train(options, tmp_path / "cases.csv", tmp_path / "run")
+    assert summary["status"] == "done" and len(seen) == 2
+    liver = LAYOUT.channel_lookup()[labels.get_scheme("ukbob").lookup("liver")]
+    assert any(body for body, _ in seen)
+    for _, allowed in seen:
+        assert allowed is not None and allowed.shape == (2, LAYOUT.num_channels)
+        assert bool((allowed[:, 0] == 1).all()) and bool((allowed[:, liver] == 0).all())
+
+
+def test_the_demo_model_recipe_configs_parse_and_stage_2_fine_tunes_stage_1_with_partial_labels(repo_root):
+    models = repo_root / "Resources" / "Models"
+    first = training.TrainConfig.from_dict(training.load_config_file(models / "swinbob_demo.yaml"))
+    second = training.TrainConfig.from_dict(training.load_config_file(models / "swinbob_demo_stage2.yaml"))
+    same = ("network", "feature_size", "roi_size", "target_spacing_mm", "intensity", "synthesis")
+    assert all(getattr(first, k) == getattr(second, k) for k in same)  # the weights carry over as they are
+    assert SynthesisConfig.from_dict(first.synthesis_options).unlabelled_body == "ignore"
+    assert SynthesisConfig.from_dict(second.synthesis_options).unlabelled_body == "partial"
+    assert second.lr < first.lr and second.init_checkpoint is None  # the recipe passes --init-checkpoint
