@@ -938,6 +938,7 @@ _HELP = {
     "intensity": "percentile (default, MRI), ct_window (CT) or none",
     "synthesis": "off (default: train on the dataset's images) or labels (render every training image from "
                  "its label map with random contrast, shape, resolution and field of view, SynthSeg-style; "
-                 "images only split the unlabelled body into tissue classes); ranges via "
+                 "images only split the unlabelled body into tissue classes, trained as none of the "
+                 "structures the map contains); ranges and unlabelled_body (partial|ignore) via "
                  "--set synthesis_options={...}",
 }
