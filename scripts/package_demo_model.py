@@ -39,8 +39,9 @@ def main(argv: list[str]) -> int:
     training = dict(metadata.training or {})
     if config.get("init_checkpoint"):  # stage 2: fine-tuned from stage 1's best weights
         configs = ["Resources/Models/swinbob_demo.yaml", "Resources/Models/swinbob_demo_stage2.yaml"]
-        stage1 = Path(config["init_checkpoint"]).parent.parent / "summary.json"
-        first = json.loads(stage1.read_text(encoding="utf-8")) if stage1.exists() else {}
+        start = Path(config["init_checkpoint"])  # relative to where training ran: try there and beside the run
+        summaries = [c.parent.parent / "summary.json" for c in (start, run.parent / start)]
+        first = next((json.loads(p.read_text(encoding="utf-8")) for p in summaries if p.exists()), {})
         training["stage1_global_step"], training["stage1_best_epoch"] = first.get("global_step"), first.get("best_epoch")
     else:
         configs = ["Resources/Models/swinbob_demo.yaml"]
