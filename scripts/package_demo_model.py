@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 from SwinBOBLib.model import load_checkpoint, save_checkpoint  # noqa: E402
 
 NAME = "swinbob-demo-synth"
-DESCRIPTION = ("small demo model (SegResNet, 4 mm) trained on a CPU on images synthesised from label maps "
+DESCRIPTION = ("small demo model (SegResNet, 6 x 6 x 4 mm) trained on a CPU on images synthesised from label maps "
                "(phantoms + one real CT's labels, its unlabelled body as a partial label); not Swin-BOB, "
                "not for clinical use")
 

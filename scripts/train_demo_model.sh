@@ -41,8 +41,9 @@ done
 "$swinbob" train --dataset "$data/cases.csv" --dataset-scheme ukbob -o "$work/run" \
   --config "$here/Resources/Models/swinbob_demo.yaml" "${@:2}"
 
-# 5. Stage 2 (about 1 h more; resumable): fine-tunes stage 1's best weights with partial labels on
-#    the unlabelled body. Its best.pt is the shipped model (scripts/package_demo_model.py).
+# 5. Stage 2 (about 40 min more; resumable): fine-tunes stage 1's best weights with partial labels on
+#    the unlabelled body, on a 6 x 6 x 4 mm grid. Its best.pt is the shipped model
+#    (scripts/package_demo_model.py).
 "$swinbob" train --dataset "$data/cases.csv" --dataset-scheme ukbob -o "$work/run2" \
   --config "$here/Resources/Models/swinbob_demo_stage2.yaml" \
   --init-checkpoint "$work/run/checkpoints/best.pt" "${@:2}"
