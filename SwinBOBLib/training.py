@@ -512,12 +512,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=self.device.type, dtype=dtype, enabled=cuda_amp or cpu_amp):
             logits = self.network(images)
-        if isinstance(self.loss, MaskedDiceCELoss):  # synthesis: the unlabelled body's allowed channels
-            allowed = batch.get("allowed")
-            allowed = None if allowed is None else torch.as_tensor(allowed).to(self.device)
-            loss = self.loss(logits.float(), targets, allowed)  # the loss in float32 whatever the autocast
-        else:
-            loss = self.loss(logits.float(), targets)
+        # Synthesis with partial labels: the channels each crop's unlabelled body may take.
+        allowed = (batch["allowed"].to(self.device),) if "allowed" in batch else ()
+        loss = self.loss(logits.float(), targets, *allowed)  # the loss in float32 whatever the autocast
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
@@ -719,9 +716,10 @@ class MaskedDiceCELoss(torch.nn.Module):
 
         channels, spatial = logits.shape[1], (1,) * (logits.dim() - 2)
         target = target.long()
-        labelled = (target != self.ignore) & (target != (self.partial if self.partial is not None else self.ignore))
-        partial = (target == self.partial) if self.partial is not None and allowed is not None \
-            else torch.zeros_like(labelled)
+        partial = target == (self.partial if self.partial is not None else self.ignore)
+        labelled = (target != self.ignore) & ~partial
+        if allowed is None or self.partial is None:
+            partial = torch.zeros_like(partial)  # nothing says what the body may be: ignored
         clean = torch.where(labelled, target, torch.zeros_like(target))
         log_probs = torch.log_softmax(logits, dim=1)
         ce = -log_probs.gather(1, clean)[labelled].sum()
