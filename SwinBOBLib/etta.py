@@ -498,19 +498,29 @@ def flip_sets(count: int = 8) -> list[tuple[int, ...]]:
     raise ValueError(f"TTA flips must be 1, 4 or 8, got {count}")
 
 
-def flip_tta(predict: Callable[[torch.Tensor], torch.Tensor], flips: int = 8) -> Callable[[torch.Tensor], torch.Tensor]:
+def flip_tta(predict: Callable[[torch.Tensor], torch.Tensor], flips: int = 8,
+             swap_table: Sequence[int] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """Wrap a patch predictor (``(B, C, D, H, W)`` -> probabilities) into a flip-averaging one.
 
-    Each flipped copy's prediction is flipped back voxel for voxel before averaging, so no label
-    swap is needed for left/right structures: the averaged map stays on the input's grid.
+    Each flipped copy's prediction is flipped back voxel for voxel before averaging. A flip of the
+    left-right axis (axis 2 of a RAS patch) also mirrors the anatomy: the network sees the left
+    kidney where a right kidney would be and calls it so, whether it was trained without lateral
+    flips or with flips that swap paired labels. Flipping its answer back puts a right-kidney
+    label on the left kidney, so those predictions have their paired channels exchanged through
+    ``swap_table`` (``swap_table[c]`` = the channel of c's other-side partner,
+    :func:`SwinBOBLib.augment.lateral_swap_table`; applied when the prediction has that many
+    channels); None averages them unswapped.
     """
     combos = flip_sets(flips)
+    table = None if swap_table is None else torch.as_tensor([int(c) for c in swap_table], dtype=torch.int64)
 
     def averaged(patch: torch.Tensor) -> torch.Tensor:
         total = None
         for axes in combos:
             out = predict(torch.flip(patch, axes) if axes else patch)
             out = torch.flip(out, axes) if axes else out
+            if table is not None and 2 in axes and out.shape[1] == len(table):
+                out = out[:, table.to(out.device)]
             total = out if total is None else total + out
         return total / len(combos)
 

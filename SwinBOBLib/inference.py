@@ -371,7 +371,7 @@ def _output_gb(tensor: torch.Tensor, channels: int) -> float:
     return channels * math.prod(tensor.shape[2:]) * 4 * 2 / 1e9  # probabilities + blending buffers
 
 
-def _sliding_window(model, tensor, roi, config, device, low_memory, progress, flips):
+def _sliding_window(model, tensor, roi, config, device, low_memory, progress, flips, swap_table):
     from monai.inferers import sliding_window_inference
 
     from .etta import flip_tta
@@ -390,7 +390,7 @@ def _sliding_window(model, tensor, roi, config, device, low_memory, progress, fl
     predict = _patch_predictor(model, device, autocast_dtype(device, config.amp), counter, out_dtype,
                                config.activation or "softmax")
     if flips > 1:
-        predict = flip_tta(predict, flips)
+        predict = flip_tta(predict, flips, swap_table)
     if low_memory:  # probabilities accumulate on the CPU in float16; patches go to the GPU one batch at a time
         inputs, out_device = tensor.to("cpu", torch.float16), torch.device("cpu")
     else:
@@ -401,9 +401,22 @@ def _sliding_window(model, tensor, roi, config, device, low_memory, progress, fl
     return probs
 
 
+def lateral_swap(metadata) -> list[int] | None:
+    """The other-side channel of each channel of the checkpoint's layout (flip TTA exchanges them
+    for left-right flipped windows), or None when its scheme has no channel layout."""
+    from .augment import lateral_swap_table
+
+    try:
+        layout = channel_layout(metadata.scheme, getattr(metadata, "layout", "compact"))
+    except (KeyError, ValueError):
+        return None
+    return lateral_swap_table(layout).tolist()
+
+
 def predict_probabilities(model: torch.nn.Module, tensor: torch.Tensor, roi: Sequence[int],
                           config: InferenceConfig, device: torch.device,
-                          progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, dict]:
+                          progress: Callable[[int, int], None] | None = None,
+                          swap_table: Sequence[int] | None = None) -> tuple[torch.Tensor, dict]:
     """Sliding-window softmax probabilities of a preprocessed scan.
 
     Args:
@@ -411,10 +424,14 @@ def predict_probabilities(model: torch.nn.Module, tensor: torch.Tensor, roi: Seq
         tensor: ``(1, C, X, Y, Z)`` preprocessed scan (any device).
         roi: window shape in voxels.
         progress: called as ``progress(done, total)`` with window counts (flips included).
+        swap_table: with TTA, the other-side channel of each channel: predictions of left-right
+            flipped windows have their paired channels exchanged (:func:`~SwinBOBLib.etta.flip_tta`,
+            :func:`lateral_swap`); None averages them unswapped.
 
     Returns:
         ``(probs, info)``: probabilities ``(1, K, X, Y, Z)`` (float32, or float16 on the CPU on the
-        low-memory path) and ``{"low_memory": bool, "oom_fallback": bool, "windows": int}``.
+        low-memory path) and ``{"low_memory": bool, "oom_fallback": bool, "windows": int,
+        "tta_flips": int, "passes": int, "tta_lateral_swap": bool}``.
     """
     flips = config.tta_flips if config.tta else 1
     channels = _out_channels(model)
@@ -426,16 +443,19 @@ def predict_probabilities(model: torch.nn.Module, tensor: torch.Tensor, roi: Seq
     info = {"low_memory": bool(low), "oom_fallback": False, "windows": windows, "tta_flips": flips,
             "passes": windows * flips}
     try:
-        return _sliding_window(model, tensor, roi, config, device, low, progress, flips), info
+        probs = _sliding_window(model, tensor, roi, config, device, low, progress, flips, swap_table)
     except OUT_OF_MEMORY:
         if low:
             raise
-    warnings.warn(f"{device.type.upper()} out of memory: retrying on the low-memory path (probabilities "
-                  "accumulated on the CPU in float16); use --low-memory to start there, or lower --sw-batch-size")
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    info.update(low_memory=True, oom_fallback=True)
-    return _sliding_window(model, tensor, roi, config, device, True, progress, flips), info
+        warnings.warn(f"{device.type.upper()} out of memory: retrying on the low-memory path (probabilities "
+                      "accumulated on the CPU in float16); use --low-memory to start there, or lower --sw-batch-size")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        info.update(low_memory=True, oom_fallback=True)
+        probs = _sliding_window(model, tensor, roi, config, device, True, progress, flips, swap_table)
+    # flip_tta exchanges paired channels when the prediction has the layout's channels
+    info["tta_lateral_swap"] = flips > 1 and swap_table is not None and len(swap_table) == probs.shape[1]
+    return probs, info
 
 
 def _out_channels(model: torch.nn.Module) -> int:
@@ -579,16 +599,17 @@ def segment_image(image: Image, model: torch.nn.Module, metadata, config: Infere
     timings["preprocess_s"] = time.perf_counter() - started
     model = model.to(device).eval()
     used = model
+    swap = lateral_swap(metadata) if config.tta else None
     probs = None
     if config.etta:  # ETTA's second pass is the segmentation: no third pass
-        used, stats["etta"], probs, info = _run_etta(model, tensor, roi, config, etta_config, device, progress)
+        used, stats["etta"], probs, info = _run_etta(model, tensor, roi, config, etta_config, device, progress, swap)
         timings["etta_s"] = stats["etta"].get("adaptation_s", stats["etta"]["time_s"])
         timings["inference_s"] = stats["etta"].get("final_pass_s", 0.0)
     if probs is None:
         t0 = time.perf_counter()
         bar, update = _bar(config.progress, "sliding window", report=progress, stage="sliding_window")
         try:
-            probs, info = predict_probabilities(used, tensor, roi, config, device, update)
+            probs, info = predict_probabilities(used, tensor, roi, config, device, update, swap)
         finally:
             bar.close()
         _synchronize(device)
@@ -609,7 +630,7 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _run_etta(model, tensor, roi, config: InferenceConfig, etta_config, device, report):
+def _run_etta(model, tensor, roi, config: InferenceConfig, etta_config, device, report, swap_table=None):
     """ETTA whose two whole-scan passes are this module's sliding window (overlap, blending, flips,
     low-memory path), so its second pass is the segmentation. Returns ``(model, stats, probs of
     the adapted model or None when ETTA was skipped, window info)``."""
@@ -621,7 +642,7 @@ def _run_etta(model, tensor, roi, config: InferenceConfig, etta_config, device, 
         name = "sliding window" if stage == "after" else "ETTA first pass"
         bar, update = _bar(config.progress, name, report=report, stage="sliding_window" if stage == "after" else "etta")
         try:
-            probs, infos[stage] = predict_probabilities(net, image, roi, config, device, update)
+            probs, infos[stage] = predict_probabilities(net, image, roi, config, device, update, swap_table)
         finally:
             bar.close()
         _synchronize(device)

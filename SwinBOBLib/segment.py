@@ -496,7 +496,8 @@ def register(subparsers) -> None:
                    "were trained with (default: the checkpoint's; legacy, MONAI < 1.5, when it does not say)")
     p.add_argument("--device", default="auto", help="auto (default), cuda, cuda:N, mps or cpu")
     p.add_argument("--etta", action="store_true", help="entropy test-time adaptation (UKBOB sec. 3.3)")
-    p.add_argument("--tta", action="store_true", help="flip-averaging test-time augmentation baseline")
+    p.add_argument("--tta", action="store_true", help="flip-averaging test-time augmentation baseline (left-right flipped "
+                   "windows have their paired left/right channels exchanged)")
     p.add_argument("--tta-flips", type=int, default=8, choices=(1, 4, 8), help="flip combinations averaged by --tta: each window runs this many times "
                    "(default %(default)s)")
     p.add_argument("--fast", action="store_true", help=f"coarser grid (>= {3.0} mm) and no window overlap")

@@ -237,15 +237,20 @@ def test_flip_tta_maps_predictions_back_voxel_for_voxel():
 
     assert torch.allclose(etta.flip_tta(voxelwise, 8)(x), voxelwise(x), atol=1e-6)
 
-    def left_marker(patch):  # "left" = the high-index half of axis 2, in the patch's own frame
-        p = torch.zeros(patch.shape[0], 2, *patch.shape[2:])
+    def by_side(patch):  # a network that names a structure by its side: channel 1 = "left" (high x)
+        p = torch.zeros(patch.shape[0], 3, *patch.shape[2:])
         p[:, 1, 3:] = 1
-        p[:, 0, :3] = 1
+        p[:, 2, :3] = 1
         return p
 
-    averaged = etta.flip_tta(left_marker, 4)(x)
-    # flips along axis 2 land the marker on the other side; averaging mixes, never swaps sides outright
-    assert averaged[0, 1, 3:].mean() > averaged[0, 1, :3].mean()
+    # A left-right flip shows it the left structure where the right one would be and it says
+    # "right"; flipped back unswapped, that answer lands on the left structure.
+    unswapped = etta.flip_tta(by_side, 4)(x)
+    assert torch.allclose(unswapped[0, 1, 3:], torch.tensor(0.75))
+    assert torch.allclose(unswapped[0, 2, 3:], torch.tensor(0.25))
+    # With the paired channels exchanged, every flip agrees with the unflipped pass.
+    swapped = etta.flip_tta(by_side, 8, swap_table=[0, 2, 1])(x)
+    assert torch.equal(swapped, by_side(x))
 
 
 def test_adaptation_patch_size_follows_the_network_stride():

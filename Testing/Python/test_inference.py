@@ -111,6 +111,26 @@ def test_tta_and_low_memory_paths_agree(mr):
     assert low.stats["low_memory"] and (low.labels.array == plain.labels.array).mean() > 0.999
 
 
+def test_tta_exchanges_paired_channels_of_left_right_flipped_windows(mr):
+    from SwinBOBLib.labels import channel_layout
+
+    layout = channel_layout("ukbob")
+    right, left = layout.channel_lookup()[2], layout.channel_lookup()[3]  # kidney_right, kidney_left
+    table = inference.lateral_swap(CheckpointMetadata(roi_size=64))
+    assert table[right] == left and table[left] == right and table[0] == 0
+    five = segment_image(mr, IntensityBands(), CheckpointMetadata(roi_size=64), cpu(tta=True, tta_flips=4))
+    assert not five.stats["tta_lateral_swap"]  # five channels are not the layout's: nothing to exchange
+    # A voxelwise model cannot tell sides, so the swap shows: of 4 flips, the left-right one's
+    # "kidney_right" answer is counted as kidney_left.
+    result = segment_image(mr, IntensityBands(layout.num_channels), CheckpointMetadata(roi_size=64),
+                           cpu(tta=True, tta_flips=4, probabilities=True))
+    assert result.stats["tta_lateral_swap"]
+    probs = result.probabilities.array
+    kidney = result.labels.array == 2
+    assert kidney.any()
+    assert np.allclose(probs[kidney][:, right], 0.75, atol=1e-3) and np.allclose(probs[kidney][:, left], 0.25, atol=1e-3)
+
+
 def test_window_count_matches_monai():
     from monai.inferers import sliding_window_inference
 
@@ -173,10 +193,10 @@ def test_bad_inputs_are_refused(mr):
 def test_out_of_memory_falls_back_to_the_low_memory_path(mr, monkeypatch):
     real = inference._sliding_window
 
-    def failing(model, tensor, roi, config, device, low_memory, progress, flips):
+    def failing(model, tensor, roi, config, device, low_memory, progress, flips, swap_table):
         if not low_memory:
             raise inference.OUT_OF_MEMORY("CUDA out of memory. Tried to allocate 5.20 GiB")
-        return real(model, tensor, roi, config, device, low_memory, progress, flips)
+        return real(model, tensor, roi, config, device, low_memory, progress, flips, swap_table)
 
     monkeypatch.setattr(inference, "_sliding_window", failing)
     with pytest.warns(UserWarning, match="out of memory: retrying on the low-memory path"):
