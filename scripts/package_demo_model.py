@@ -25,6 +25,14 @@ DESCRIPTION = ("small demo model (SegResNet, 6 x 6 x 4 mm) trained on a CPU on i
                "(phantoms + one real CT's labels, its unlabelled body as a partial label); not Swin-BOB, "
                "not for clinical use")
 
+#: The recipe's stage configs, in order (scripts/train_demo_model.sh).
+CONFIGS = ["Resources/Models/swinbob_demo.yaml", "Resources/Models/swinbob_demo_stage2.yaml",
+           "Resources/Models/swinbob_demo_stage3.yaml"]
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
 
 def main(argv: list[str]) -> int:
     if not argv:
@@ -34,17 +42,23 @@ def main(argv: list[str]) -> int:
     target = Path(argv[1]) if len(argv) > 1 else REPO / "Resources" / "Models" / "swinbob_demo.pt"
     model, metadata = load_checkpoint(source)
     run = source.parent.parent
-    summary = json.loads((run / "summary.json").read_text(encoding="utf-8")) if (run / "summary.json").exists() else {}
-    config = json.loads((run / "config.json").read_text(encoding="utf-8")) if (run / "config.json").exists() else {}
+    summary, config = _read(run / "summary.json"), _read(run / "config.json")
     training = dict(metadata.training or {})
-    if config.get("init_checkpoint"):  # stage 2: fine-tuned from stage 1's best weights
-        configs = ["Resources/Models/swinbob_demo.yaml", "Resources/Models/swinbob_demo_stage2.yaml"]
-        start = Path(config["init_checkpoint"])  # relative to where training ran: try there and beside the run
-        summaries = [c.parent.parent / "summary.json" for c in (start, run.parent / start)]
-        first = next((json.loads(p.read_text(encoding="utf-8")) for p in summaries if p.exists()), {})
-        training["stage1_global_step"], training["stage1_best_epoch"] = first.get("global_step"), first.get("best_epoch")
-    else:
-        configs = ["Resources/Models/swinbob_demo.yaml"]
+    # Walk back the --init-checkpoint chain (stage 3 <- stage 2 <- stage 1); a path is relative to
+    # where training ran: try it as written and beside the run.
+    stages = [(run, summary, config)]
+    while stages[-1][2].get("init_checkpoint"):
+        start, here = Path(stages[-1][2]["init_checkpoint"]), stages[-1][0]
+        previous = next((r for r in (start.parent.parent, here.parent / start.parent.parent)
+                         if (r / "config.json").exists()), None)
+        if previous is None or len(stages) == len(CONFIGS):
+            break
+        stages.append((previous, _read(previous / "summary.json"), _read(previous / "config.json")))
+    stages.reverse()
+    configs = CONFIGS[:len(stages)]
+    for number, (_, stage_summary, _) in enumerate(stages[:-1], start=1):
+        training[f"stage{number}_global_step"] = stage_summary.get("global_step")
+        training[f"stage{number}_best_epoch"] = stage_summary.get("best_epoch")
     training.update({"config": " then ".join(configs), "recipe": "scripts/train_demo_model.sh",
                      "global_step": summary.get("global_step"), "best_epoch": summary.get("best_epoch"),
                      "best_synthetic_val_dice": summary.get("best_dice"),

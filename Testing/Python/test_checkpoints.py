@@ -115,14 +115,15 @@ def test_the_bundled_demo_model_keeps_loading(repo_root):
 
 def test_the_bundled_demo_model_records_the_recipe_that_made_it(repo_root):
     """The shipped file says what it is and how it was trained (docs/training.md), and the configs
-    it names exist: stage 2 of the recipe, partial labels on the unlabelled body."""
+    it names exist: stage 3 of the recipe, partial labels on the unlabelled body."""
     _, meta = load_checkpoint(repo_root / "Resources" / "Models" / "swinbob_demo.pt")
     assert meta.demo and meta.name == "swinbob-demo-synth" and "not Swin-BOB" in meta.description
     training = meta.training
     assert training["synthesis"] == "labels" and training["synthesis_options"]["unlabelled_body"] == "partial"
     configs = training["config"].split(" then ")
-    assert configs[-1].endswith("swinbob_demo_stage2.yaml") and all((repo_root / c).is_file() for c in configs)
-    assert (repo_root / training["recipe"]).is_file() and training["stage1_global_step"] and training["global_step"]
+    assert [Path(c).name for c in configs] == ["swinbob_demo.yaml", "swinbob_demo_stage2.yaml", "swinbob_demo_stage3.yaml"]
+    assert all((repo_root / c).is_file() for c in configs) and (repo_root / training["recipe"]).is_file()
+    assert training["stage1_global_step"] and training["stage2_global_step"] and training["global_step"]
 
 
 # ----------------------------------------------------------------------------- formats

@@ -326,7 +326,7 @@ def test_training_on_a_real_ct_label_map_gives_its_unlabelled_body_a_partial_lab
         assert bool((allowed[:, 0] == 1).all()) and bool((allowed[:, liver] == 0).all())
 
 
-def test_the_demo_model_recipe_configs_parse_and_stage_2_fine_tunes_stage_1_with_partial_labels(repo_root):
+def test_the_demo_model_recipe_configs_parse_and_later_stages_fine_tune_with_partial_labels(repo_root):
     models = repo_root / "Resources" / "Models"
     first = training.TrainConfig.from_dict(training.load_config_file(models / "swinbob_demo.yaml"))
     second = training.TrainConfig.from_dict(training.load_config_file(models / "swinbob_demo_stage2.yaml"))
@@ -336,3 +336,6 @@ def test_the_demo_model_recipe_configs_parse_and_stage_2_fine_tunes_stage_1_with
     assert SynthesisConfig.from_dict(first.synthesis_options).unlabelled_body == "ignore"
     assert SynthesisConfig.from_dict(second.synthesis_options).unlabelled_body == "partial"
     assert second.lr < first.lr and second.init_checkpoint is None  # the recipe passes --init-checkpoint
+    third = training.TrainConfig.from_dict(training.load_config_file(models / "swinbob_demo_stage3.yaml"))
+    assert all(getattr(third, k) == getattr(second, k) for k in (*same, "target_spacing_mm", "synthesis_options"))
+    assert third.lr < second.lr and third.init_checkpoint is None and third.seed != second.seed  # a second cycle
