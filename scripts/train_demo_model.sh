@@ -47,8 +47,8 @@ done
   --config "$here/Resources/Models/swinbob_demo_stage2.yaml" \
   --init-checkpoint "$work/run/checkpoints/best.pt" "${@:2}"
 
-# 6. Stage 3 (about 25 min more; resumable): a second cosine cycle from stage 2's best weights at
-#    half its learning rate. Its best.pt is the shipped model (scripts/package_demo_model.py).
+# 6. Stage 3 (about 25 min more; resumable): a second cosine cycle from stage 2's best weights.
+#    Its best.pt is the shipped model (scripts/package_demo_model.py).
 "$swinbob" train --dataset "$data/cases.csv" --dataset-scheme ukbob -o "$work/run3" \
   --config "$here/Resources/Models/swinbob_demo_stage3.yaml" \
   --init-checkpoint "$work/run2/checkpoints/best.pt" "${@:2}"
