@@ -338,4 +338,4 @@ def test_the_demo_model_recipe_configs_parse_and_later_stages_fine_tune_with_par
     assert second.lr < first.lr and second.init_checkpoint is None  # the recipe passes --init-checkpoint
     third = training.TrainConfig.from_dict(training.load_config_file(models / "swinbob_demo_stage3.yaml"))
     assert all(getattr(third, k) == getattr(second, k) for k in (*same, "target_spacing_mm", "synthesis_options"))
-    assert third.lr <= second.lr and third.init_checkpoint is None and third.seed != second.seed  # a second cycle
+    assert third.init_checkpoint is None and third.seed != second.seed  # a second cycle, new renders and crops
