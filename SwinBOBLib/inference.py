@@ -401,16 +401,17 @@ def _sliding_window(model, tensor, roi, config, device, low_memory, progress, fl
     return probs
 
 
-def lateral_swap(metadata) -> list[int] | None:
+def _checkpoint_layout(metadata):
+    """The channel layout a softmax checkpoint's outputs are in (compact unless it says otherwise)."""
+    return channel_layout(metadata.scheme, getattr(metadata, "layout", "compact"))
+
+
+def lateral_swap(metadata) -> list[int]:
     """The other-side channel of each channel of the checkpoint's layout (flip TTA exchanges them
-    for left-right flipped windows), or None when its scheme has no channel layout."""
+    for left-right flipped windows)."""
     from .augment import lateral_swap_table
 
-    try:
-        layout = channel_layout(metadata.scheme, getattr(metadata, "layout", "compact"))
-    except (KeyError, ValueError):
-        return None
-    return lateral_swap_table(layout).tolist()
+    return lateral_swap_table(_checkpoint_layout(metadata)).tolist()
 
 
 def predict_probabilities(model: torch.nn.Module, tensor: torch.Tensor, roi: Sequence[int],
@@ -687,7 +688,7 @@ def _finish(probs, prepared: Prepared, metadata, config: InferenceConfig, select
         channels, entropy, kept = postprocess(probs, prepared, config.probabilities, activation, head.labels)
         labels, kind, classes = channels.astype(np.uint8), "regions", head.num_channels
     else:  # the checkpoint's own channel order (compact for UKBOB, converted on load)
-        layout = channel_layout(metadata.scheme, getattr(metadata, "layout", "compact"))
+        layout = _checkpoint_layout(metadata)
         channels, entropy, kept = postprocess(probs, prepared, config.probabilities)
         labels, kind, classes = layout.channels_to_labels(channels), layout.kind, layout.num_channels
     del probs

@@ -42,21 +42,21 @@ def main(argv: list[str]) -> int:
     target = Path(argv[1]) if len(argv) > 1 else REPO / "Resources" / "Models" / "swinbob_demo.pt"
     model, metadata = load_checkpoint(source)
     run = source.parent.parent
-    summary, config = _read(run / "summary.json"), _read(run / "config.json")
+    summary = _read(run / "summary.json")
     training = dict(metadata.training or {})
     # Walk back the --init-checkpoint chain (stage 3 <- stage 2 <- stage 1); a path is relative to
     # where training ran: try it as written and beside the run.
-    stages = [(run, summary, config)]
-    while stages[-1][2].get("init_checkpoint"):
-        start, here = Path(stages[-1][2]["init_checkpoint"]), stages[-1][0]
-        previous = next((r for r in (start.parent.parent, here.parent / start.parent.parent)
-                         if (r / "config.json").exists()), None)
-        if previous is None or len(stages) == len(CONFIGS):
+    runs = [run]
+    while len(runs) < len(CONFIGS) and (start := _read(runs[-1] / "config.json").get("init_checkpoint")):
+        start = Path(start).parent.parent
+        previous = next((r for r in (start, runs[-1].parent / start) if (r / "config.json").exists()), None)
+        if previous is None:
             break
-        stages.append((previous, _read(previous / "summary.json"), _read(previous / "config.json")))
-    stages.reverse()
-    configs = CONFIGS[:len(stages)]
-    for number, (_, stage_summary, _) in enumerate(stages[:-1], start=1):
+        runs.append(previous)
+    runs.reverse()
+    configs = CONFIGS[:len(runs)]
+    for number, earlier in enumerate(runs[:-1], start=1):
+        stage_summary = _read(earlier / "summary.json")
         training[f"stage{number}_global_step"] = stage_summary.get("global_step")
         training[f"stage{number}_best_epoch"] = stage_summary.get("best_epoch")
     training.update({"config": " then ".join(configs), "recipe": "scripts/train_demo_model.sh",
