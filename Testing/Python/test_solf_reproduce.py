@@ -59,3 +59,49 @@ def test_refuses_a_non_empty_output(tmp_path):
     (tmp_path / "x").write_text("old")
     with pytest.raises(SystemExit):
         _script().main(["-o", str(tmp_path), *ARGS])
+
+
+def _feasibility():
+    spec = importlib.util.spec_from_file_location("solf_feasibility", REPO / "benchmarks" / "solf_feasibility.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_candidate_values_on_known_shapes(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    labels = np.zeros((20, 20, 20), np.int16)
+    labels[2:8, 2:8, 2:8] = 1                      # a cube: flat faces, solid
+    labels[10:17, 10:17, 10:17] = 2                # a cube with a one-voxel cavity
+    labels[13, 13, 13] = 0
+    labels[2:5, 12:15, 2:5] = 3                    # two pieces 3 voxels (6 mm) apart
+    labels[8:10, 12:15, 2:5] = 3
+    labels[12:18, 2:8, 12:18] = 4
+    labels[14, 2, 14] = 0                          # a pit in a face: 5 of its 6 neighbours are the structure
+    path = tmp_path / "shapes.nii.gz"
+    nib.save(nib.Nifti1Image(labels, np.diag([2.0, 2.0, 2.0, 1.0])), path)
+    values = _feasibility().candidate_values(str(path))
+    assert values[1]["cut_face"] == 1.0 and values[1]["cavity_fraction"] == 0.0 and values[1]["detached_mm"] == 0.0
+    assert values[2]["cavity_fraction"] == 1 / (7 ** 3 - 1)
+    assert values[3]["detached_mm"] == 8.0         # voxel 4 to voxel 8 along x at 2 mm
+    assert values[4]["pits"] == 1 and values[4]["cavity_fraction"] == 0.0 and values[1]["pits"] == 0
+
+
+def test_feasibility_runs_on_the_reduced_cohort_and_resumes(reproduced, capsys):
+    module = _feasibility()
+    assert module.main([str(reproduced)]) == 0
+    assert "candidates 8/8" in capsys.readouterr().out
+    report = (reproduced / "feasibility" / "feasibility.md").read_text(encoding="utf-8")
+    for heading in ("## Candidate checks alone", "## The combined rule", "## Upper bound for any threshold"):
+        assert heading in report
+    store = reproduced / "feasibility" / "candidates.jsonl"
+    lines = store.read_text().splitlines()
+    assert len(lines) == 8
+    store.write_text("\n".join(lines[:5]) + "\n" + lines[5][:20])  # killed while writing the sixth
+    assert module.main([str(reproduced)]) == 0
+    assert "candidates 3/3" in capsys.readouterr().out             # only what was lost is recomputed
+    assert store.read_text().splitlines() == lines
+    assert (reproduced / "feasibility" / "feasibility.md").read_text(encoding="utf-8").split("(")[:-1] == \
+        report.split("(")[:-1]                                         # the same tables (timing aside)

@@ -1,6 +1,8 @@
 """Synthesis training (images rendered from label maps): generation labels, the transform chain,
 the masked loss, label-map-only datasets and a real training run in synthesis mode."""
 
+import importlib.util
+import re
 import shutil
 
 import numpy as np
@@ -339,3 +341,36 @@ def test_the_demo_model_recipe_configs_parse_and_later_stages_fine_tune_with_par
     third = training.TrainConfig.from_dict(training.load_config_file(models / "swinbob_demo_stage3.yaml"))
     assert all(getattr(third, k) == getattr(second, k) for k in (*same, "target_spacing_mm", "synthesis_options"))
     assert third.init_checkpoint is None and third.seed != second.seed  # a second cycle, new renders and crops
+
+
+def _select_script(repo_root):
+    spec = importlib.util.spec_from_file_location("select_demo_model", repo_root / "scripts" / "select_demo_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_selection_script_scores_a_run_on_its_rendered_phantoms(repo_root, tmp_path, capsys):
+    """scripts/select_demo_model.py on a recipe-shaped work folder (phantom labels two levels above the
+    run, the run's split.json), with the bundled model as the run's checkpoint."""
+    work = tmp_path / "work"
+    phantom.write_cohort(work / "data" / "phantoms", n=1, size="tiny", seed=3)
+    run = work / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "split.json").write_text('{"train": [], "val": ["case_0000", "not_a_phantom"], "test": []}')
+    shutil.copy(repo_root / "Resources" / "Models" / "swinbob_demo.pt", run / "checkpoints" / "best.pt")
+    script = _select_script(repo_root)
+    assert script.main([str(run / "checkpoints" / "best.pt"), "--seeds", "1", "--confusion", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    line = out.splitlines()[0]
+    assert "val phantoms case_0000 x seeds 1" in line  # cases without a label map are skipped
+    scores = {k: float(v) for k, v in re.findall(r"(liver|spleen|kidney_right|kidney_left|mean) ([0-9.]+)", line)}
+    assert set(scores) == {"liver", "spleen", "kidney_right", "kidney_left", "mean"}
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
+    assert scores["mean"] == pytest.approx(np.mean([scores[k] for k in script.ORGANS]), abs=1e-3)
+    assert "spleen voxels labelled:" in out
+    assert script.main([str(run / "checkpoints" / "best.pt"), "--seeds", "1", "--mirror", "--threads", "1"]) == 0
+    assert "val phantoms mirrored case_0000" in capsys.readouterr().out
+    (run / "split.json").unlink()
+    with pytest.raises(SystemExit):  # no run folder split: refused, not guessed
+        script.main([str(run / "checkpoints" / "best.pt")])
