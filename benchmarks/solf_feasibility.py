@@ -11,8 +11,10 @@ Reads the cohort, its planted corruptions and the feature store that ``reproduce
    area over the largest slice along any axis, ends on the image border excluded), the distance of
    detached pieces from the largest piece (mm), one-voxel pits (outside voxels with at least 5 of
    their 6 face neighbours in the structure), 3D-enclosed cavities (share of the volume), a
-   morphological closing's gain (two 6-connected iterations, share of the volume) and the log
-   volume ratio to the other-side partner. For each: recall on the corruption kind it is meant for
+   morphological closing's gain (two 6-connected iterations, share of the volume), the log
+   volume ratio to the other-side partner, and, where the cohort has images, two label-image
+   disagreements (a structure holding voxels that look like a touching structure; touching voxels
+   labelled otherwise that look like it; see ``image_disagreement``). For each: recall on the corruption kind it is meant for
    and false flags among the healthy pairs; then the combined rule with each added as a signal
    (and with three signals out of range instead of two).
 2. **An upper bound for any threshold on a score**: every structure's signals become tail
@@ -54,7 +56,14 @@ CANDIDATES = {
     "cavity_fraction": ("holes", 1),
     "closing_gain": ("holes", 1),
     "partner_log_ratio": ("truncation", 2),
+    "image_inside": ("dilation", 1),
+    "image_outside": ("holes", 1),
 }
+#: candidates.jsonl lines of another version are recomputed
+STORE_VERSION = 2
+#: label-image disagreement: two labels' (bias-corrected) median signals must differ by this much
+#: for their voxels to tell them apart, and a voxel must be this much closer to the other's median
+IMAGE_DISTINCT, IMAGE_MARGIN = 0.15, 0.05
 #: library signal -> tail for the score bound (the SOLF features two-sided, the checks upper)
 LIBRARY_SIGNALS = {
     "normalized_volume": 2, "sphericity": 2, "eccentricity": 2, "components": 1,
@@ -62,15 +71,69 @@ LIBRARY_SIGNALS = {
 }
 
 
-def candidate_values(path: str) -> dict:
+def image_disagreement(labelmap: np.ndarray, image: np.ndarray) -> dict:
+    """Per structure, the share of its voxels whose intensity fits a touching structure better than
+    its own (``image_inside``: it holds voxels of the neighbour's tissue, as a dilation or a blob
+    does) and the share, relative to its volume, of touching voxels labelled otherwise whose
+    intensity fits it better (``image_outside``: its tissue is labelled as something else, as after
+    a hole, an erosion, a cut or a dropped slice). ``image`` is ``(X, Y, Z, C)``; the first two
+    channels (a Dixon phantom's water and fat) are used after dividing out a smooth bias field
+    (the image over its labels' medians, smoothed). Only pairs of labels whose median signals
+    differ by :data:`IMAGE_DISTINCT` are compared: a muscle's hole filled with muscle is invisible."""
+    from scipy import ndimage
+
+    x = np.asarray(image, np.float32)
+    x = x[..., :2] if x.ndim == 4 else x[..., None]
+    n = int(labelmap.max()) + 1
+    present = np.unique(labelmap)
+
+    def medians(values):
+        med = np.zeros((n, values.shape[-1]), np.float32)
+        for label in present:
+            med[label] = np.median(values[labelmap == label], axis=0)
+        return med
+
+    med = medians(x)
+    reference = med[labelmap].sum(-1)
+    weight = ((labelmap > 0) & (reference > 0.05)).astype(np.float32)
+    ratio = np.where(weight > 0, x.sum(-1) / np.maximum(reference, 1e-3), 0.0)
+    field = ndimage.gaussian_filter(ratio * weight, 4.0) / np.maximum(ndimage.gaussian_filter(weight, 4.0), 1e-3)
+    x = x / np.maximum(field, 0.3)[..., None]
+    med = medians(x)
+    inside = np.zeros(labelmap.shape, bool)
+    outside = set()
+    for axis in range(3):
+        for shift in (1, -1):
+            other = np.roll(labelmap, shift, axis)
+            edge = [slice(None)] * 3
+            edge[axis] = slice(0, 1) if shift == 1 else slice(-1, None)
+            touching = (other != labelmap) & (labelmap > 0) & (other > 0)
+            touching[tuple(edge)] = False
+            own, theirs, values = labelmap[touching], other[touching], x[touching]
+            fits_theirs = ((np.linalg.norm(med[own] - med[theirs], axis=1) > IMAGE_DISTINCT)
+                           & (np.linalg.norm(values - med[theirs], axis=1)
+                              < np.linalg.norm(values - med[own], axis=1) - IMAGE_MARGIN))
+            where = np.flatnonzero(touching)[fits_theirs]
+            inside.ravel()[where] = True
+            outside.update(zip(where.tolist(), theirs[fits_theirs].tolist()))
+    voxels = np.bincount(labelmap.ravel(), minlength=n)
+    held = np.bincount(labelmap[inside], minlength=n)
+    lent = np.bincount(np.array([t for _, t in outside], np.int64), minlength=n)
+    return {int(l): {"image_inside": float(held[l] / voxels[l]), "image_outside": float(lent[l] / voxels[l])}
+            for l in range(1, n) if voxels[l]}
+
+
+def candidate_values(path: str, image_path: str | None = None) -> dict:
     """Candidate values of every structure of one label map: {label: {candidate: value}} (the
-    partner ratio is formed later, from the feature store)."""
+    partner ratio is formed later, from the feature store; the image ones only with an image)."""
     import nibabel as nib
     from scipy import ndimage
 
     image = nib.load(path)
     labelmap = np.asarray(image.dataobj).astype(np.int64)
     spacing = np.array(image.header.get_zooms()[:3], float)
+    disagreement = (image_disagreement(labelmap, np.asarray(nib.load(image_path).dataobj))
+                    if image_path else {})
     face6 = ndimage.generate_binary_structure(3, 1)
     out = {}
     for label, box in enumerate(ndimage.find_objects(labelmap), start=1):
@@ -101,18 +164,26 @@ def candidate_values(path: str) -> dict:
             "pits": int((~padded & (neighbours >= 5)).sum()),
             "cavity_fraction": float(ndimage.binary_fill_holes(padded).sum() - voxels) / voxels,
             "closing_gain": float(ndimage.binary_closing(padded, face6, iterations=2).sum() - voxels) / voxels,
+            **disagreement.get(label, {}),
         }
     return out
 
 
+def _candidate_values(paths: tuple) -> dict:
+    return candidate_values(*paths)
+
+
 def load_candidates(samples: dict, store: Path, workers: int) -> dict:
-    """{sample id: {label: values}}, computed once per sample and kept in ``store`` (JSON lines)."""
+    """{sample id: {label: values}}, computed once per sample and kept in ``store`` (JSON lines);
+    ``samples`` maps an id to (label map, image or None)."""
     done, kept = {}, []
     if store.exists():
         for line in store.read_text().splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:  # a line cut short by a kill: dropped, its sample recomputed
+                continue
+            if record.get("version") != STORE_VERSION:
                 continue
             done[record["id"]] = {int(k): v for k, v in record["values"].items()}
             kept.append(line)
@@ -123,11 +194,11 @@ def load_candidates(samples: dict, store: Path, workers: int) -> dict:
     if todo:
         start = time.perf_counter()
         pool = ProcessPoolExecutor(workers) if workers > 1 else None
-        results = (pool.map(candidate_values, [samples[s] for s in todo], chunksize=4) if pool
-                   else map(candidate_values, (samples[s] for s in todo)))
+        results = (pool.map(_candidate_values, [samples[s] for s in todo], chunksize=4) if pool
+                   else map(_candidate_values, (samples[s] for s in todo)))
         with open(store, "a") as handle:
             for i, (sid, values) in enumerate(zip(todo, results), start=1):
-                handle.write(json.dumps({"id": sid, "values": values}) + "\n")
+                handle.write(json.dumps({"id": sid, "version": STORE_VERSION, "values": values}) + "\n")
                 handle.flush()
                 done[sid] = values
                 if i % 100 == 0 or i == len(todo):
@@ -170,7 +241,7 @@ def main(argv=None) -> int:
     name_of = structure_namer("ukbob")
     out = args.output / "feasibility"
     out.mkdir(exist_ok=True)
-    paths = {sample.id: sample.labelmap for sample in samples}
+    paths = {sample.id: (sample.labelmap, sample.image) for sample in samples}
     cand = load_candidates(paths, out / "candidates.jsonl", args.workers)
 
     for sid, features in cohort.items():  # the partner ratio from the store's voxel counts

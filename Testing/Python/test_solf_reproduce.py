@@ -105,3 +105,21 @@ def test_feasibility_runs_on_the_reduced_cohort_and_resumes(reproduced, capsys):
     assert store.read_text().splitlines() == lines
     assert (reproduced / "feasibility" / "feasibility.md").read_text(encoding="utf-8").split("(")[:-1] == \
         report.split("(")[:-1]                                         # the same tables (timing aside)
+
+
+def test_image_disagreement_sees_tissue_labelled_as_its_neighbour():
+    import numpy as np
+
+    labels = np.zeros((12, 12, 12), np.int16)
+    labels[2:10, 2:10, 2:6] = 1                    # an organ (water signal) on top of
+    labels[2:10, 2:10, 6:10] = 2                   # fat (fat signal)
+    image = np.zeros((12, 12, 12, 2), np.float32)
+    image[..., 0][labels == 1] = 0.8
+    image[..., 1][labels == 2] = 0.9
+    clean = _feasibility().image_disagreement(labels, image)
+    assert all(v == {"image_inside": 0.0, "image_outside": 0.0} for v in clean.values())
+    labels[5, 5, 5] = 2                            # an organ voxel labelled fat (a dent at the boundary)
+    values = _feasibility().image_disagreement(labels, image)
+    assert values[2]["image_inside"] == 1 / (labels == 2).sum()   # fat holding one voxel of organ signal
+    assert values[1]["image_outside"] == 1 / (labels == 1).sum()  # organ signal next to the organ, labelled fat
+    assert values[1]["image_inside"] == 0.0 and values[2]["image_outside"] == 0.0
