@@ -305,7 +305,8 @@ def register(subparsers) -> None:
     p.add_argument("--eval-scheme", help="score in this scheme, e.g. zeroshot10 (default: the dataset's)")
     p.add_argument("--device", default="auto", help="auto (default), cuda, cuda:N, mps or cpu")
     p.add_argument("--roi-size", type=int, help="sliding-window edge (default: checkpoint's)")
-    p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap, 0..1 (default %(default)s)")
+    p.add_argument("--overlap", type=float, default=None,
+                   help="sliding-window overlap, 0..1 (default: the checkpoint's, else 0.25, as in segment)")
     p.add_argument("--fast", action="store_true", help="coarser grid (>= 3 mm) and no window overlap")
     p.add_argument("--tta-flips", type=int, default=8, choices=(1, 4, 8),
                    help="flip combinations of the tta modes: each window runs this many times (default %(default)s)")

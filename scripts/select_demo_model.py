@@ -44,13 +44,15 @@ def main(argv=None) -> int:
     parser.add_argument("--mirror", action="store_true",
                         help="mirror each phantom left-right first (paired labels exchanged, so the names stay "
                              "anatomical): a structure's shape on the other side of the body")
+    parser.add_argument("--overlap", type=float, default=None,
+                        help="sliding-window overlap (default: the checkpoint's, else the library's 0.25)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 
     import torch
 
     from SwinBOBLib import io, labels
-    from SwinBOBLib.inference import InferenceConfig, segment_image
+    from SwinBOBLib.inference import InferenceConfig, segment_image, window_overlap
     from SwinBOBLib.metrics import dice
     from SwinBOBLib.model import load_checkpoint
     from SwinBOBLib.phantom import partner_of
@@ -85,14 +87,15 @@ def main(argv=None) -> int:
             for seed in seeds:
                 image, _ = synthesize_volume(generation_labels(reference, None), layout, seed, SynthesisConfig())
                 result = segment_image(io.Image(image[0], ras.affine), model, metadata,
-                                       InferenceConfig(device="cpu", overlap=0.25, progress=False))
+                                       InferenceConfig(device="cpu", overlap=args.overlap, progress=False))
                 predicted = np.asarray(result.labels.array)
                 for organ, value in ORGANS.items():
                     scores[organ].append(dice(predicted == value, reference == value))
                     values, counts = np.unique(predicted[reference == value], return_counts=True)
                     confusion[organ].update(dict(zip(values.tolist(), counts.tolist())))
         means = {organ: float(np.mean(v)) for organ, v in scores.items()}
-        print(f"{checkpoint}: {args.split} phantoms{' mirrored' if args.mirror else ''} {', '.join(cases)} x seeds {args.seeds}: "
+        overlap = window_overlap(InferenceConfig(overlap=args.overlap), metadata)
+        print(f"{checkpoint} (overlap {overlap:g}): {args.split} phantoms{' mirrored' if args.mirror else ''} {', '.join(cases)} x seeds {args.seeds}: "
               + ", ".join(f"{o} {m:.3f}" for o, m in means.items()) + f"; mean {np.mean(list(means.values())):.3f}",
               flush=True)
         if args.confusion:

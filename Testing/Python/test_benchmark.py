@@ -73,3 +73,26 @@ def test_confidence_intervals_resample_cases_not_pooled_rows():
     one_case, _ = benchmark.summarize([r for r in rows if r["case"] == "a"], ["plain"])
     text = benchmark.markdown_summary(one_case, [], "t")
     assert "no CI: 1 case" in text and "bootstrap over cases" in text
+
+
+def test_without_overlap_the_checkpoints_own_is_used_as_in_segment(tmp_path, monkeypatch):
+    """A checkpoint that stores its overlap is benchmarked with it (as `segment` runs it), unless
+    --overlap says otherwise; before, benchmark always ran 0.25."""
+    from SwinBOBLib import inference
+
+    path = tmp_path / "stored.pt"
+    save_checkpoint(path, build_model(feature_size=12, in_channels=1),
+                    CheckpointMetadata(feature_size=12, roi_size=32, contrasts=("in_phase",), overlap=0.6))
+    phantom.write_cohort(tmp_path / "data", n=1, size="tiny", seed=1)
+    used, real = [], benchmark.segment_image
+
+    def spy(image, model, metadata, config, *rest, **kw):
+        used.append(inference.window_overlap(config, metadata))
+        return real(image, model, metadata, config, *rest, **kw)
+
+    monkeypatch.setattr(benchmark, "segment_image", spy)
+    args = ["benchmark", "--dataset", str(tmp_path / "data"), "--checkpoint", str(path), "--modes", "plain",
+            "--device", "cpu"]
+    assert main(args + ["-o", str(tmp_path / "a")]) == 0
+    assert main(args + ["-o", str(tmp_path / "b"), "--overlap", "0.25"]) == 0
+    assert used == [0.6, 0.25]
