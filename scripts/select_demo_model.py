@@ -44,6 +44,9 @@ def main(argv=None) -> int:
     parser.add_argument("--mirror", action="store_true",
                         help="mirror each phantom left-right first (paired labels exchanged, so the names stay "
                              "anatomical): a structure's shape on the other side of the body")
+    parser.add_argument("--pad-left", type=float, default=0.0, metavar="MM",
+                        help="add this much air on the patient's left of each phantom first: the same anatomy "
+                             "at another place in the sliding-window grid")
     parser.add_argument("--overlap", type=float, default=None,
                         help="sliding-window overlap (default: the checkpoint's, else the library's 0.25)")
     parser.add_argument("--threads", type=int, default=2)
@@ -82,11 +85,16 @@ def main(argv=None) -> int:
         for case in cases:
             ras, _ = io.reorient(io.load_labelmap(folder / f"{case}.nii.gz", scheme="ukbob"), "RAS")
             reference = np.asarray(ras.array)
+            affine = np.array(ras.affine, float)
             if args.mirror:  # RAS: array axis 0 is left-right
                 reference = exchange[reference[::-1]]
+            if args.pad_left > 0:  # RAS: the patient's left is the low end of axis 0
+                pad = int(round(args.pad_left / abs(affine[0, 0])))
+                reference = np.pad(reference, ((pad, 0), (0, 0), (0, 0)))
+                affine[:3, 3] -= affine[:3, 0] * pad
             for seed in seeds:
                 image, _ = synthesize_volume(generation_labels(reference, None), layout, seed, SynthesisConfig())
-                result = segment_image(io.Image(image[0], ras.affine), model, metadata,
+                result = segment_image(io.Image(image[0], affine), model, metadata,
                                        InferenceConfig(device="cpu", overlap=args.overlap, progress=False))
                 predicted = np.asarray(result.labels.array)
                 for organ, value in ORGANS.items():
@@ -95,7 +103,8 @@ def main(argv=None) -> int:
                     confusion[organ].update(dict(zip(values.tolist(), counts.tolist())))
         means = {organ: float(np.mean(v)) for organ, v in scores.items()}
         overlap = window_overlap(InferenceConfig(overlap=args.overlap), metadata)
-        print(f"{checkpoint} (overlap {overlap:g}): {args.split} phantoms{' mirrored' if args.mirror else ''} {', '.join(cases)} x seeds {args.seeds}: "
+        moved = (" mirrored" if args.mirror else "") + (f" padded {args.pad_left:g} mm left" if args.pad_left else "")
+        print(f"{checkpoint} (overlap {overlap:g}): {args.split} phantoms{moved} {', '.join(cases)} x seeds {args.seeds}: "
               + ", ".join(f"{o} {m:.3f}" for o, m in means.items()) + f"; mean {np.mean(list(means.values())):.3f}",
               flush=True)
         if args.confusion:

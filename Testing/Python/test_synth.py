@@ -371,6 +371,8 @@ def test_the_selection_script_scores_a_run_on_its_rendered_phantoms(repo_root, t
     assert "spleen voxels labelled:" in out
     assert script.main([str(run / "checkpoints" / "best.pt"), "--seeds", "1", "--mirror", "--threads", "1"]) == 0
     assert "val phantoms mirrored case_0000" in capsys.readouterr().out
+    assert script.main([str(run / "checkpoints" / "best.pt"), "--seeds", "1", "--pad-left", "20", "--threads", "1"]) == 0
+    assert "val phantoms padded 20 mm left case_0000" in capsys.readouterr().out
     (run / "split.json").unlink()
     with pytest.raises(SystemExit):  # no run folder split: refused, not guessed
         script.main([str(run / "checkpoints" / "best.pt")])
