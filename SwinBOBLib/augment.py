@@ -41,7 +41,7 @@ def lateral_swap_table(layout: ChannelLayout) -> np.ndarray:
     table = np.arange(layout.num_channels, dtype=np.int64)
     by_name = {s.name: i for i, s in scheme.structures.items()}
     for channel, label in enumerate(layout.labels):
-        if label == 0:
+        if label not in scheme.structures:  # background, or an unused index of a full layout
             continue
         name = scheme.structures[label].name
         for side, other in (("left", "right"), ("right", "left")):

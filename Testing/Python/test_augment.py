@@ -27,6 +27,16 @@ def test_swap_table_pairs_left_and_right_structures():
     assert np.array_equal(table[table], np.arange(LAYOUT.num_channels)), "swapping twice is the identity"
 
 
+def test_swap_table_of_the_full_layout_keeps_its_unused_channel():
+    """The full layout has a channel per label value, 20 (unused in UKBOB) included: it stays put
+    (the table used to fail on it), and the pairs are swapped as in the compact layout."""
+    full = channel_layout("ukbob", "full")
+    table = augment.lateral_swap_table(full)
+    assert table[20] == 20 and table[0] == 0
+    assert table[SCHEME.lookup("kidney_left")] == SCHEME.lookup("kidney_right")
+    assert np.array_equal(table[table], np.arange(full.num_channels))
+
+
 @pytest.mark.parametrize("as_tensor", [False, True])
 def test_lateral_flip_mirrors_and_relabels(as_tensor):
     image = np.zeros((1, 8, 4, 4), np.float32)
