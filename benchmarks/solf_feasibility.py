@@ -212,6 +212,39 @@ def _tail_bounds(values, epsilon: float):
     return float(np.percentile(values, epsilon / 2)), float(np.percentile(values, 100 - epsilon / 2))
 
 
+def _sweep(ranked, fixed, truth, of_kind, pair_to, precision_goal: float, recall_goal: float):
+    """Flag ``fixed`` and then the ``ranked`` pairs one by one (every fifth count is looked at):
+    (best smallest per-kind recall at precision >= goal, with its precision, recall and kind) and
+    the best precision at which every kind reaches ``recall_goal`` (None where never)."""
+    flagged, tp = set(), 0
+    caught, hits = set(), collections.Counter()
+
+    def flag(pair):
+        nonlocal tp
+        flagged.add(pair)
+        tp += pair in truth
+        for corruption in pair_to.get(pair, ()):
+            if corruption not in caught:
+                caught.add(corruption)
+                hits[corruption[0]] += 1
+
+    for pair in fixed:
+        flag(pair)
+    best, best_p = None, None
+    for step, pair in enumerate(list(ranked) + [None]):
+        if step % 5 == 0 or pair is None:
+            precision = tp / len(flagged) if flagged else 0.0
+            recall = {k: hits[k] / len(of_kind[k]) for k in of_kind}
+            worst = min(recall, key=recall.get)
+            if precision >= precision_goal and (best is None or recall[worst] > best[0]):
+                best = (recall[worst], precision, tp / len(truth), worst)
+            if recall[worst] >= recall_goal and (best_p is None or precision > best_p):
+                best_p = precision
+        if pair is not None and pair not in flagged:
+            flag(pair)
+    return best, best_p
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog=__doc__[__doc__.index("Reads"):],
@@ -351,6 +384,11 @@ def main(argv=None) -> int:
               f"(`-`: never).", "",
               f"| signals | score | best min recall at P>={args.precision:g} | its precision | its recall | "
               f"weakest kind | best P at recall>={args.recall:g} |", "| --- | --- | ---: | ---: | ---: | --- | ---: |"]
+    pair_to = collections.defaultdict(list)  # wrong pair -> the corruptions (kind, index) it belongs to
+    for kind in kinds:
+        for i, pairs in enumerate(of_kind[kind]):
+            for pair in pairs:
+                pair_to[pair].append((kind, i))
     for set_name, names in (("library", tuple(LIBRARY_SIGNALS)), ("library + candidates", tuple(tails))):
         p_values = {}
         for sid, label in keys:
@@ -359,36 +397,7 @@ def main(argv=None) -> int:
                                               if n in entry and n in sorted_values.get(label, {})])
         for score_name, score in scores.items():
             ranked = sorted(keys, key=lambda k: -score(p_values[k]))
-            best, best_p = None, None
-            flagged = set(fixed)
-            hits_kind = {k: 0 for k in kinds}
-            caught = {k: [False] * len(of_kind[k]) for k in kinds}
-            pair_to = collections.defaultdict(list)
-            for k in kinds:
-                for i, pairs in enumerate(of_kind[k]):
-                    for pair in pairs:
-                        pair_to[pair].append((k, i))
-            for pair in flagged:
-                for k, i in pair_to.get(pair, []):
-                    if not caught[k][i]:
-                        caught[k][i], hits_kind[k] = True, hits_kind[k] + 1
-            tp = len(flagged & truth)
-            for step, pair in enumerate(ranked + [None]):
-                if step % 5 == 0 or pair is None:
-                    precision = tp / len(flagged) if flagged else 0.0
-                    rk = {k: hits_kind[k] / len(of_kind[k]) for k in kinds}
-                    worst = min(rk, key=rk.get)
-                    if precision >= args.precision and (best is None or rk[worst] > best[0]):
-                        best = (rk[worst], precision, tp / len(truth), worst)
-                    if rk[worst] >= args.recall and (best_p is None or precision > best_p):
-                        best_p = precision
-                if pair is None or pair in flagged:
-                    continue
-                flagged.add(pair)
-                tp += pair in truth
-                for k, i in pair_to.get(pair, []):
-                    if not caught[k][i]:
-                        caught[k][i], hits_kind[k] = True, hits_kind[k] + 1
+            best, best_p = _sweep(ranked, fixed, truth, of_kind, pair_to, args.precision, args.recall)
             cells = (f"{best[0]:.2f} | {best[1]:.2f} | {best[2]:.2f} | {best[3]}" if best else "- | - | - | -")
             lines.append(f"| {set_name} | {score_name} | {cells} | {best_p:.2f} |" if best_p is not None
                          else f"| {set_name} | {score_name} | {cells} | - |")

@@ -58,17 +58,14 @@ def main(argv=None) -> int:
     from SwinBOBLib.inference import InferenceConfig, segment_image, window_overlap
     from SwinBOBLib.metrics import dice
     from SwinBOBLib.model import load_checkpoint
-    from SwinBOBLib.phantom import partner_of
+    from SwinBOBLib.augment import lateral_swap_table
     from SwinBOBLib.synth import SynthesisConfig, generation_labels, synthesize_volume
 
     torch.set_num_threads(args.threads)
     layout = labels.channel_layout("ukbob", "full")
     name_of = labels.get_scheme("ukbob").name_of
     seeds = [int(s) for s in args.seeds.split(",")]
-    exchange = np.arange(256)
-    for label in range(1, 256):
-        if label in labels.get_scheme("ukbob").structures:
-            exchange[label] = partner_of(label) or label
+    exchange = lateral_swap_table(layout)  # the full layout: channel == label value
     for checkpoint in args.checkpoints:
         run = checkpoint.resolve().parent.parent
         split_file = run / "split.json"
