@@ -51,6 +51,7 @@ from monai.transforms import (
     RandCropByPosNegLabeld,
     RandGaussianNoised,
     RandGaussianSmoothd,
+    OneOf,
     RandomizableTransform,
     SpatialPadd,
 )
@@ -70,7 +71,8 @@ _TABLE = 256
 
 SYNTHESIS_MODES = ("off", "labels")
 #: How crop centres are drawn: class-balanced over the structures present (each structure equally
-#: often, the unlabelled body with ``body_crop_weight``) or uniformly over the body (2:1 against air).
+#: often, the unlabelled body with ``body_crop_weight``; ``body_crop_fraction`` of the draws anywhere in the
+#: body instead) or uniformly over the body (2:1 against air).
 CROP_SAMPLING = ("structures", "body")
 #: How the loss treats the unlabelled body (tissue classes): a partial label (any structure the case
 #: does not contain) or not at all.
@@ -90,6 +92,7 @@ class SynthesisConfig:
     crop_margin: float = 1.3  # crop this much larger than the patch so rotations stay filled
     crop_sampling: str = "structures"  # crop centres: "structures" (class-balanced) or "body" (any body voxel)
     body_crop_weight: float = 2.0  # "structures": the unlabelled body counts as this many structures
+    body_crop_fraction: float = 0.0  # "structures": this share of the draws centres anywhere in the body instead
     mean_range: tuple[float, float] = (0.0, 1.0)  # per-label mean intensity
     std_range: tuple[float, float] = (0.0, 0.08)  # per-label intensity spread
     dark_background_prob: float = 0.7  # air outside the body dark, as in MRI
@@ -121,6 +124,8 @@ class SynthesisConfig:
                              f"got {config.unlabelled_body!r}")
         if not 0.0 <= float(config.body_crop_weight):
             raise ValueError(f"{source}: body_crop_weight must be >= 0, got {config.body_crop_weight}")
+        if not 0.0 <= float(config.body_crop_fraction) <= 1.0:
+            raise ValueError(f"{source}: body_crop_fraction must be in [0, 1], got {config.body_crop_fraction}")
         return config
 
     def to_dict(self) -> dict:
@@ -345,7 +350,7 @@ def synthesis_transforms(layout: ChannelLayout, roi_size: Sequence[int], crops_p
     """The training chain of synthesis mode, from cached generation labels ``{"gen": (1, X, Y, Z)}``.
 
     Crops a little larger than ``roi_size``, centred class-balanced on the structures (or anywhere in
-    the body, ``crop_sampling="body"``); affine and elastic deformation of the labels
+    the body, ``crop_sampling="body"``, or a mix of the two, ``body_crop_fraction``); affine and elastic deformation of the labels
     (nearest neighbour) to ``roi_size``; rendering; blur, resolution loss, bias field, noise and a
     contrast curve; the inference normalisation; a random thin field of view. With
     ``unlabelled_body="partial"`` every crop carries the case's ``allowed`` channels.
@@ -355,24 +360,33 @@ def synthesis_transforms(layout: ChannelLayout, roi_size: Sequence[int], crops_p
     crop = [int(round(r * config.crop_margin)) for r in roi]
     angle = np.deg2rad(config.rotate_deg)
     head = [AllowedChannelsd(layout)] if config.unlabelled_body == "partial" else []
-    if config.crop_sampling == "structures":
+    body_crops = [
+        SpatialPadd(["gen"], spatial_size=crop, value=PAD),
+        RandCropByPosNegLabeld(["gen"], label_key="gen", spatial_size=crop, pos=2, neg=1,
+                               num_samples=crops_per_volume, allow_smaller=True),
+    ]
+    fraction = float(config.body_crop_fraction)
+    if config.crop_sampling == "structures" and fraction < 1.0:
         # Crop centres class-balanced over the structures: without it most crops of a whole-body map
         # hold only fat and muscle, and small organs are rarely seen. Indices are computed once per
         # case (deterministic: cached with the case) and the crop is padded afterwards.
         ratios = crop_ratios(config.body_crop_weight, config.tissue_classes)
-        sampling = [
-            ClassesToIndicesd(["gen"], num_classes=_TABLE),
+        structure_crops = [
             RandCropByLabelClassesd(["gen"], label_key="gen", spatial_size=crop, ratios=ratios, num_classes=_TABLE,
                                     num_samples=crops_per_volume, indices_key="gen_cls_indices",
                                     allow_smaller=True, warn=False),
             SpatialPadd(["gen"], spatial_size=crop, value=PAD),
         ]
+        sampling = [ClassesToIndicesd(["gen"], num_classes=_TABLE)]
+        if fraction > 0.0:
+            # A share of the draws centred anywhere in the body: structure-centred crops alone put
+            # every small organ near the patch centre, and the network learns where in the window an
+            # organ lies, which sliding-window inference does not keep (nnU-Net mixes the two the same way).
+            sampling.append(OneOf([Compose(structure_crops), Compose(body_crops)], weights=[1.0 - fraction, fraction]))
+        else:
+            sampling += structure_crops
     else:
-        sampling = [
-            SpatialPadd(["gen"], spatial_size=crop, value=PAD),
-            RandCropByPosNegLabeld(["gen"], label_key="gen", spatial_size=crop, pos=2, neg=1,
-                                   num_samples=crops_per_volume, allow_smaller=True),
-        ]
+        sampling = body_crops
     steps = head + sampling + [
         RandAffined(["gen"], prob=1.0, rotate_range=(angle,) * 3, shear_range=(config.shear,) * 6,
                     scale_range=(config.scale,) * 3, spatial_size=roi, mode="nearest", padding_mode="zeros"),

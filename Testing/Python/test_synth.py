@@ -294,11 +294,25 @@ def test_structure_crops_are_class_balanced_and_body_crops_are_not():
     assert _crops_with_liver(SynthesisConfig(crop_sampling="body", **still)) < 6
 
 
+def test_body_crop_fraction_mixes_structure_and_body_crops():
+    still = dict(slab_prob=0.0, rotate_deg=0.0, scale=0.0, shear=0.0, elastic_prob=0.0, crop_margin=1.0,
+                 crop_sampling="structures", body_crop_weight=0.0)
+    seeds = range(40)
+    # Half the draws centred on the structure (always hold it), half anywhere in the body (rarely).
+    mixed = _crops_with_liver(SynthesisConfig(body_crop_fraction=0.5, **still), seeds)
+    assert 10 <= mixed <= 32
+    assert _crops_with_liver(SynthesisConfig(body_crop_fraction=1.0, **still), seeds) < 12
+    # The same seed gives the same crops (the mix is part of the seeded chain).
+    assert mixed == _crops_with_liver(SynthesisConfig(body_crop_fraction=0.5, **still), seeds)
+
+
 def test_crop_sampling_options_are_checked():
     with pytest.raises(ValueError, match="crop_sampling must be one of structures, body"):
         SynthesisConfig.from_dict({"crop_sampling": "organs"})
     with pytest.raises(ValueError, match="body_crop_weight must be >= 0"):
         SynthesisConfig.from_dict({"body_crop_weight": -1})
+    with pytest.raises(ValueError, match=r"body_crop_fraction must be in \[0, 1\], got 1.5"):
+        SynthesisConfig.from_dict({"body_crop_fraction": 1.5})
 
 
 def test_training_on_a_real_ct_label_map_gives_its_unlabelled_body_a_partial_label(samples, tmp_path, monkeypatch):
