@@ -36,19 +36,12 @@ LATERAL_FLIP_MODES = ("swap", "off", "plain")
 
 def lateral_swap_table(layout: ChannelLayout) -> np.ndarray:
     """``table[channel]`` = the channel of the same structure on the other side (itself if unpaired)."""
-    scheme = get_scheme(layout.scheme)
+    partners = get_scheme(layout.scheme).lateral_partners()
     lookup = layout.channel_lookup()
     table = np.arange(layout.num_channels, dtype=np.int64)
-    by_name = {s.name: i for i, s in scheme.structures.items()}
     for channel, label in enumerate(layout.labels):
-        if label not in scheme.structures:  # background, or an unused index of a full layout
-            continue
-        name = scheme.structures[label].name
-        for side, other in (("left", "right"), ("right", "left")):
-            for a, b in ((f"_{side}", f"_{other}"), (f"{side}_", f"{other}_")):
-                partner = name.replace(a, b)
-                if partner != name and partner in by_name:
-                    table[channel] = lookup[by_name[partner]]
+        if label in partners:  # background and an unused index of a full layout have none
+            table[channel] = lookup[partners[label]]
     return table
 
 

@@ -202,6 +202,19 @@ class Scheme:
     def name_of(self, index: int) -> str:
         return "background" if int(index) == 0 else self[index].name
 
+    def lateral_partners(self) -> dict[int, int]:
+        """``{label: label of the same structure on the other side}`` for every paired structure
+        (``kidney_left`` <-> ``kidney_right``, ``left_x`` <-> ``right_x``); unpaired ones are absent."""
+        by_name = {s.name: i for i, s in self.structures.items()}
+        partners = {}
+        for label, structure in self.structures.items():
+            for side, other in (("left", "right"), ("right", "left")):
+                for a, b in ((f"_{side}", f"_{other}"), (f"{side}_", f"{other}_")):
+                    partner = structure.name.replace(a, b)
+                    if partner != structure.name and partner in by_name:
+                        partners[label] = by_name[partner]
+        return partners
+
     def lookup(self, name: str | int) -> int:
         """Label value of a structure given by any of its names, synonyms or its index.
 

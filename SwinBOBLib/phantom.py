@@ -61,6 +61,11 @@ def _scheme():
     return get_scheme("ukbob")
 
 
+@functools.lru_cache(maxsize=1)
+def _partners() -> dict[int, int]:
+    return _scheme().lateral_partners()
+
+
 def _ids(*names: str) -> tuple[int, ...]:
     """UKBOB label values of the given structure names."""
     return tuple(_scheme().lookup(n) for n in names)
@@ -80,12 +85,7 @@ def _all_but(*excluded: int) -> np.ndarray:
 
 def partner_of(label: int) -> int | None:
     """Label of the other-side partner of a ``*_left`` / ``*_right`` structure, or None."""
-    names = {s.name: i for i, s in _scheme().structures.items()}
-    name = _scheme().name_of(label)
-    for side, other in (("_left", "_right"), ("_right", "_left")):
-        if name.endswith(side):
-            return names.get(name[: -len(side)] + other)
-    return None
+    return _partners().get(int(label))
 
 
 # ----------------------------------------------------------------------------- geometry

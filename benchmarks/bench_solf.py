@@ -5,7 +5,9 @@
 1. organ_features vs a plain per-organ numpy implementation on a 224x160x501 UKBOB-grid label map
    with 72 labels (background + 71 structures) where every body voxel is labelled;
 2. per-sample time split into load (read + decompress the NIfTI) and compute, on real-size maps;
-3. cohort throughput with 1 and 2 local workers (process pool) and, if installed, Ray.
+3. the per-structure checks (``structure_checks``) on one phantom: label-only, and with the image
+   checks and partner pairs (phantom source only);
+4. cohort throughput with 1 and 2 local workers (process pool) and, if installed, Ray.
 
 Label maps come from SwinBOBLib.phantom (``--source phantom``, default when importable) or from a
 synthetic generator below (blocks of 71 labels inside an ellipsoid body).
@@ -96,6 +98,29 @@ def bench_features(labels: np.ndarray, repeats: int = 5) -> dict:
     return {"labels": len(np.unique(labels)), "voxels": int(labels.size), "fast_s": min(fast),
             "fast_median_s": float(np.median(fast)), "naive_s": naive, "speedup": naive / min(fast),
             "max_relative_difference": worst, "voxels_per_s": labels.size / min(fast)}
+
+
+def bench_checks(seed: int = 0, repeats: int = 3) -> dict:
+    """``structure_checks`` on one UKBOB-size phantom: the label-only checks, then with the
+    partner pairs and the Dixon image (the image checks), best of ``repeats``."""
+    from SwinBOBLib.phantom import make_phantom
+    from SwinBOBLib.solf.checks import image_disagreement, partner_labels, structure_checks
+
+    phantom = make_phantom("ukbob", seed=seed)
+    partners = partner_labels("ukbob")
+
+    def best(call):
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    return {"labels_only_s": best(lambda: structure_checks(phantom.labels, phantom.affine)),
+            "with_image_and_partners_s": best(lambda: structure_checks(phantom.labels, phantom.affine,
+                                                                       image=phantom.image, partners=partners)),
+            "image_disagreement_s": best(lambda: image_disagreement(phantom.labels, phantom.image))}
 
 
 def write_cohort(folder: Path, source: str, n: int) -> Path:
@@ -193,6 +218,9 @@ def main(argv=None) -> int:
     print(json.dumps(figures["features"], indent=1), flush=True)
     figures["load_compute"] = bench_load_compute(folder)
     print(json.dumps(figures["load_compute"], indent=1), flush=True)
+    if source == "phantom":
+        figures["checks"] = bench_checks()
+        print(json.dumps(figures["checks"], indent=1), flush=True)
     engines = [("local", 1), ("local", 2)] + ([] if args.no_ray else [("ray", 1), ("ray", 2)])
     figures["scaling"] = bench_scaling(scaling_list(folder, args.repeat), work, engines)
     print(json.dumps(figures["scaling"], indent=1), flush=True)

@@ -62,7 +62,7 @@ def by_cohort_size(features_dir: Path, cohort: Path, sizes, out: Path) -> list[d
     from SwinBOBLib.solf.tables import structure_namer, write_table
 
     samples = find_samples(cohort)
-    full = compute_features(samples, features_dir, workers=1, progress=False).cohort()
+    full = compute_features(samples, features_dir, workers=1, progress=False, scheme="ukbob").cohort()
     records = ablation.load_corruptions(cohort / "corruptions")
     rows = []
     for n in sizes:

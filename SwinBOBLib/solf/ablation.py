@@ -14,8 +14,9 @@ listed in :data:`METHODS`:
 - ``volume`` (normalised volume alone out of its eq. 1 range) and ``iqr`` (raw voxel count outside
   Tukey's fences): the paper's comparisons;
 - one filter per check of :data:`~.checks.CHECKS` (each with its own cohort bounds at epsilon);
-- ``combined``: everything together: the missing rule, the side rule, and at least two signals out
-  of range among the SOLF features and the other checks (:func:`combined_flags`).
+- ``combined``: everything together: the missing rule, the side rule, and at least
+  :data:`~.checks.COMBINED_MIN_SIGNALS` (three) signals out of range among the SOLF features and
+  the other checks (:func:`combined_flags`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from .bounds import fit_bounds, flag
-from .checks import CHECKS, bounded_features, check_flags, cohort_size_warning, combined_verdict, out_of_range_signals
+from .checks import CHECKS, STRUCTURAL_CHECKS, bounded_features, check_flags, cohort_size_warning, combined_verdict, out_of_range_signals
 
 Cohort = Mapping[str, Mapping[int, Mapping[str, float]]]
 Pairs = set[tuple[str, int]]
@@ -79,11 +80,19 @@ def _has_values(cohort: Cohort, features: Sequence[str]) -> bool:
     return all(f in values for sample in cohort.values() for values in sample.values() for f in features)
 
 
+def _present(cohort: Cohort, check) -> bool:
+    """Whether a check applies to the cohort: every structure has a structural check's values;
+    an optional check (image, entropy, partner) needs them on at least one structure."""
+    if not check.needs:
+        return _has_values(cohort, check.values)
+    return any(f in values for sample in cohort.values() for values in sample.values() for f in check.values)
+
+
 def check_filter(name: str) -> Callable[..., Pairs]:
     """The filter of one check of :data:`~.checks.CHECKS`: its bounds fitted on the cohort at epsilon."""
 
     def flags(cohort: Cohort, epsilon: float, name_of=None) -> Pairs:
-        if not _has_values(cohort, CHECKS[name].values):
+        if not _present(cohort, CHECKS[name]):
             raise ValueError(f"the cohort's features lack the '{name}' check values; recompute them "
                              "(a store written before the checks existed is recomputed automatically)")
         bounds = fit_bounds(cohort, epsilon, features=bounded_features(cohort))
@@ -96,12 +105,13 @@ def check_filter(name: str) -> Callable[..., Pairs]:
 
 
 def combined_flags(cohort: Cohort, epsilon: float, name_of=None) -> Pairs:
-    """Everything together: the missing rule, the side rule, and any structure with at least two
-    signals out of range among the three SOLF features and the cohort-bounded checks (the paper's
-    2-of-3 principle, a real anomaly rarely deviates in two independent ways at once, over every
-    feature and check; :func:`~.checks.combined_verdict`)."""
-    for name in CHECKS:
-        if name != "entropy" and not _has_values(cohort, CHECKS[name].values):
+    """Everything together: the missing rule, the side rule, and any structure with at least
+    :data:`~.checks.COMBINED_MIN_SIGNALS` signals out of range among the three SOLF features and the
+    cohort-bounded checks (the paper's principle, a real anomaly deviates in several independent
+    ways at once, over every feature and check; :func:`~.checks.combined_verdict`). The checks that
+    need an image, an entropy map or a scheme join where the cohort has their values."""
+    for name in STRUCTURAL_CHECKS:
+        if not _has_values(cohort, CHECKS[name].values):
             raise ValueError(f"the cohort's features lack the '{name}' check values; recompute them")
     solf_bounds = fit_bounds(cohort, epsilon)
     check_bounds = fit_bounds(cohort, epsilon, features=bounded_features(cohort))
@@ -131,9 +141,9 @@ def methods_for(cohort: Cohort) -> list[str]:
     """The filters that apply to a cohort: a check's filter (and ``combined``) only where the
     cohort has its values (features computed without the checks have none; the entropy check
     needs entropy maps)."""
-    usable = {name for name, check in CHECKS.items() if _has_values(cohort, check.values)}
-    structural = {name for name in CHECKS if name != "entropy"}
-    return [m for m in METHODS if (m not in CHECKS or m in usable) and (m != "combined" or structural <= usable)]
+    usable = {name for name, check in CHECKS.items() if _present(cohort, check)}
+    return [m for m in METHODS if (m not in CHECKS or m in usable)
+            and (m != "combined" or set(STRUCTURAL_CHECKS) <= usable)]
 
 
 #: Record ``params`` keys naming a second structure whose label a corruption also made wrong: a

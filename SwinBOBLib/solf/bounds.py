@@ -130,8 +130,9 @@ def check_epsilon(epsilon: float) -> float:
 
 
 def feature_values(cohort: Mapping[str, Features], label: int, feature: str) -> np.ndarray:
-    """(n,) values of one feature of one structure over the samples that contain it (cohort order)."""
-    values = [sample[label][feature] for sample in cohort.values() if label in sample]
+    """(n,) values of one feature of one structure over the samples that contain it and have the
+    value (cohort order)."""
+    values = [sample[label][feature] for sample in cohort.values() if label in sample and feature in sample[label]]
     return np.asarray(values, dtype=np.float64)
 
 
@@ -157,6 +158,8 @@ def fit_bounds(cohort: Mapping[str, Features], epsilon: float = 2.0,
         ranges = {}
         for feature in features:
             values = feature_values(cohort, label, feature)
+            if values.size == 0:  # an optional value this structure never has (an unpaired one's partner ratio)
+                continue
             low, high = np.percentile(values, [epsilon / 2, 100 - epsilon / 2])
             ranges[feature] = (float(low), float(high))
         bounds[label] = ranges

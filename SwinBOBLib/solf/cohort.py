@@ -143,9 +143,11 @@ def _body_mask(sample: Sample, body: str, shape) -> np.ndarray | None:
     return mask
 
 
-def compute_sample(sample: Sample, body: str = "auto", labels: Sequence[int] | None = None) -> dict:
+def compute_sample(sample: Sample, body: str = "auto", labels: Sequence[int] | None = None,
+                   scheme: str | None = None) -> dict:
     """Load one sample and compute its features and check values; never raises (errors come back
-    in the record).
+    in the record). The image checks run where the sample has an image; ``scheme`` names the
+    left/right pairs of the partner check (none without it).
 
     ``load_s`` covers reading the files and the body mask, ``compute_s`` :func:`organ_features`
     and :func:`~.checks.structure_checks`. ``files`` records each input's size and modification
@@ -156,18 +158,21 @@ def compute_sample(sample: Sample, body: str = "auto", labels: Sequence[int] | N
         "warnings", "load_s", "compute_s"}``, or ``{"id", "labelmap", "error"}``.
     """
     from .. import io
-    from .checks import structure_checks
+    from .checks import partner_labels, structure_checks
 
     started = time.perf_counter()
     try:
         image = io.load_labelmap(sample.labelmap, scheme=None)
         mask = _body_mask(sample, body, image.array.shape)
         entropy = _entropy(sample, image.array.shape)
+        intensities, image_warning = _intensities(sample, image.array.shape)
         loaded = time.perf_counter()
         features = organ_features(image.array, image.spacing, body_mask=mask, labels=labels,
                                   source=sample.labelmap)
-        checks = structure_checks(image.array, image.affine, body_mask=mask, entropy=entropy, labels=labels)
-        warnings_ = [w for w in [_organ_only_warning(sample, body, mask, image.array, image.affine)] if w]
+        checks = structure_checks(image.array, image.affine, body_mask=mask, entropy=entropy, labels=labels,
+                                  image=intensities, partners=partner_labels(scheme))
+        warnings_ = [w for w in [_organ_only_warning(sample, body, mask, image.array, image.affine),
+                                 image_warning] if w]
         done = time.perf_counter()
     except Exception as error:  # one bad file must not stop the cohort
         return {"id": sample.id, "labelmap": sample.labelmap,
@@ -178,8 +183,9 @@ def compute_sample(sample: Sample, body: str = "auto", labels: Sequence[int] | N
             "warnings": warnings_, "load_s": round(loaded - started, 4), "compute_s": round(done - loaded, 4)}
 
 
-#: Bumped when a record's content changes (2: check values, file stamps), so old stores recompute.
-RECORD_VERSION = 2
+#: Bumped when a record's content changes (2: check values, file stamps; 3: the shape, partner and
+#: image checks), so old stores recompute.
+RECORD_VERSION = 3
 
 #: A label map whose labels cover less than this share of its outline is taken as organs only
 #: (measured: 0.97-0.98 on the UKBOB phantoms, 0.65 and 0.51 on the TotalSegmentator CT and MR samples).
@@ -195,6 +201,20 @@ def _entropy(sample: Sample, shape) -> np.ndarray | None:
     if array.shape[:3] != tuple(shape):
         raise ValueError(f"{sample.entropy}: grid {array.shape[:3]} differs from the label map's {tuple(shape)}")
     return array
+
+
+def _intensities(sample: Sample, shape) -> tuple[np.ndarray | None, str | None]:
+    """The sample's image for the image checks, or None (no image, or one on another grid: then
+    the image checks are skipped with a warning, the rest of the sample is still measured)."""
+    from .. import io
+
+    if sample.image is None:
+        return None, None
+    array = io.load_image(sample.image).array
+    if array.shape[:3] != tuple(shape):
+        return None, (f"{sample.image}: grid {array.shape[:3]} differs from the label map's {tuple(shape)}; "
+                      "the image checks are skipped for this sample (resample the image onto the label map)")
+    return array, None
 
 
 def labelled_coverage(labelmap: np.ndarray, affine: np.ndarray) -> float:
@@ -303,11 +323,12 @@ def _exit_with_parent(parent: int, interval_s: float = 1.0) -> None:
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
-def _local_results(samples: Sequence[Sample], body: str, labels, workers: int, address=None) -> Iterator[dict]:
+def _local_results(samples: Sequence[Sample], body: str, labels, workers: int, address=None,
+                   scheme: str | None = None) -> Iterator[dict]:
     """Records in completion order, computed in this process (1 worker) or a process pool."""
     if workers <= 1:
         for sample in samples:
-            yield compute_sample(sample, body, labels)
+            yield compute_sample(sample, body, labels, scheme)
         return
     import multiprocessing
 
@@ -318,7 +339,7 @@ def _local_results(samples: Sequence[Sample], body: str, labels, workers: int, a
         queue, pending = iter(samples), set()
         while True:
             for sample in queue:
-                pending.add(pool.submit(compute_sample, sample, body, labels))
+                pending.add(pool.submit(compute_sample, sample, body, labels, scheme))
                 if len(pending) >= _pending_window(workers):
                     break
             if not pending:
@@ -330,7 +351,8 @@ def _local_results(samples: Sequence[Sample], body: str, labels, workers: int, a
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _ray_results(samples: Sequence[Sample], body: str, labels, workers: int, address=None) -> Iterator[dict]:
+def _ray_results(samples: Sequence[Sample], body: str, labels, workers: int, address=None,
+                 scheme: str | None = None) -> Iterator[dict]:
     """Records in completion order from Ray tasks; joins ``address`` (or starts a local Ray) unless
     Ray is already initialised. ``workers`` caps the tasks in flight (0: 4 per cluster CPU)."""
     import ray
@@ -342,7 +364,7 @@ def _ray_results(samples: Sequence[Sample], body: str, labels, workers: int, add
     queue, pending = iter(samples), {}
     while True:
         for sample in queue:
-            pending[task.remote(sample, body, labels)] = sample
+            pending[task.remote(sample, body, labels, scheme)] = sample
             if len(pending) >= window:
                 break
         if not pending:
@@ -365,6 +387,9 @@ def _check_run_config(out_dir: Path, config: dict) -> None:
     path = out_dir / RUN_CONFIG_NAME
     if path.exists():
         previous = json.loads(path.read_text(encoding="utf-8"))
+        if "scheme" not in previous:  # written before the scheme was a setting (record version 2):
+            previous["scheme"] = config.get("scheme")  # its records are recomputed anyway
+            write_text_atomic(path, json.dumps(previous) + "\n")
         if previous != config:
             raise ValueError(f"{out_dir}: holds features computed with {previous}, this run asks for "
                              f"{config}; use another output folder or delete {STORE_NAME}")
@@ -406,7 +431,7 @@ def _progress(total: int, initial: int, enabled: bool):
 def compute_features(samples: Sequence[Sample], out_dir: str | os.PathLike, *, engine: str = "local",
                      workers: int | None = None, address: str | None = None, body: str = "auto",
                      labels: Sequence[int] | None = None, progress: bool = True,
-                     on_record: Callable[[dict], None] | None = None) -> CohortFeatures:
+                     on_record: Callable[[dict], None] | None = None, scheme: str | None = None) -> CohortFeatures:
     """Features of every sample, resuming from ``out_dir/features.jsonl``.
 
     Args:
@@ -421,6 +446,8 @@ def compute_features(samples: Sequence[Sample], out_dir: str | os.PathLike, *, e
         labels: label values to keep (default all).
         progress: show a progress bar with rate and ETA (stderr).
         on_record: called in the driver after each record is stored (tests inject failures here).
+        scheme: the label maps' scheme, naming the left/right pairs of the partner check (None:
+            no partner check). Part of the store's settings, like ``body`` and ``labels``.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine '{engine}' is not one of {sorted(ENGINES)}")
@@ -428,7 +455,8 @@ def compute_features(samples: Sequence[Sample], out_dir: str | os.PathLike, *, e
         raise ValueError(f"body source '{body}' is not one of {BODY_SOURCES}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_run_config(out_dir, {"body": body, "labels": sorted(labels) if labels is not None else None})
+    _check_run_config(out_dir, {"body": body, "labels": sorted(labels) if labels is not None else None,
+                                "scheme": scheme})
     store = ResultStore(out_dir / STORE_NAME)
     records = store.load()
     wanted = {s.id for s in samples}
@@ -438,7 +466,7 @@ def compute_features(samples: Sequence[Sample], out_dir: str | os.PathLike, *, e
     workers = workers if workers is not None else (os.cpu_count() or 1) if engine == "local" else 0
     started, errors = time.perf_counter(), []
     with _progress(len(samples), len(records), progress) as bar:
-        for record in ENGINES[engine](todo, body, labels, workers, address):
+        for record in ENGINES[engine](todo, body, labels, workers, address, scheme):
             if "error" in record:
                 errors.append(record)
                 bar.write(f"skipped {record['labelmap']}: {record['error']}", file=sys.stderr)

@@ -46,8 +46,10 @@ def _add_cohort_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="local processes (default: all cores; 1 = in this process)")
     parser.add_argument("--scheme", type=_scheme, default="ukbob",
-                        help="label scheme naming the structures in outputs (default ukbob; 'none')")
-    parser.add_argument("--images", default=None, help="folder of images matched by file name")
+                        help="label scheme naming the structures in outputs and the left/right pairs of "
+                        "the partner check (default ukbob; 'none')")
+    parser.add_argument("--images", default=None, help="folder of images matched by file name (also read "
+                        "from imagesTr/ of a dataset folder); they feed the image checks")
     parser.add_argument("--body-masks", default=None, help="folder of body masks matched by file name")
     parser.add_argument("--body", choices=("auto", "labels", "image", "mask"), default="auto",
                         help="V_body from the body mask if given, else the non-zero labels (auto); or "
@@ -201,7 +203,7 @@ def cmd_ablation(args) -> int:
 
     samples = find_samples(args.cohort, args.images, args.body_masks)
     result = compute_features(samples, args.output, engine=args.engine, workers=args.workers,
-                              address=args.address, body=args.body, progress=not args.quiet)
+                              address=args.address, body=args.body, progress=not args.quiet, scheme=args.scheme)
     cohort = result.cohort()
     truth_dir = Path(args.truth) if args.truth else Path(args.cohort) / "corruptions"
     records = ablation.load_corruptions(truth_dir, set(cohort)) if truth_dir.is_dir() else None

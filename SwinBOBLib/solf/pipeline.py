@@ -70,7 +70,8 @@ def run_cohort(config: RunConfig, **hooks) -> RunResult:
     out_dir = Path(config.out_dir)
     samples = find_samples(config.cohort, config.images, config.body_masks)
     result = compute_features(samples, out_dir, engine=config.engine, workers=config.workers,
-                              address=config.address, body=config.body, progress=config.progress, **hooks)
+                              address=config.address, body=config.body, progress=config.progress,
+                              scheme=config.scheme, **hooks)
     cohort = result.cohort()
     bounds = fit_bounds(cohort, config.epsilon, scheme=config.scheme)
     from .bounds import cohort_record

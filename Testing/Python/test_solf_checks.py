@@ -11,8 +11,9 @@ import pytest
 
 from SwinBOBLib.solf import commands
 from SwinBOBLib.solf.bounds import fit_bounds
-from SwinBOBLib.solf.checks import (BOUNDED_FEATURES, CHECKS, check_flags, cohort_size_warning, combined_verdict,
-                                    minimum_cohort, structure_checks, superior_axis)
+from SwinBOBLib.solf.checks import (BOUNDED_FEATURES, CHECKS, STRUCTURAL_CHECKS, check_flags, cohort_size_warning,
+                                    combined_verdict, image_disagreement, minimum_cohort, partner_labels,
+                                    structure_checks, superior_axis)
 
 RAS = np.diag([2.0, 2.0, 3.0, 1.0])  # world +x is the patient's right; the array x index grows along it
 KIDNEY_RIGHT, KIDNEY_LEFT, LIVER = 2, 3, 5
@@ -99,15 +100,89 @@ def test_cohort_bounds_flag_only_beyond_the_cohort():
     cohort["broken"] = structure_checks(broken, RAS)
     bounds = fit_bounds(cohort, 2.0, features=[f for f in BOUNDED_FEATURES if f != "mean_entropy"])
     flags = {s: check_flags(v, bounds, lambda label: "liver") for s, v in cohort.items()}
-    assert flags["broken"][LIVER] == ["components", "continuity"]
+    # A dropped slice: two pieces, a gap, a detached piece 3 mm away, a notch a closing fills.
+    assert flags["broken"][LIVER] == ["components", "continuity", "detached", "closing"]
     assert all(not f[LIVER] for s, f in flags.items() if s != "broken")
-    assert combined_verdict({"components", "continuity"}) and combined_verdict({"laterality"})
-    assert not combined_verdict({"sphericity"})
+    assert combined_verdict({"components", "continuity", "detached"}) and combined_verdict({"laterality"})
+    assert not combined_verdict({"components", "continuity"}) and not combined_verdict({"sphericity"})
 
 
 def test_every_check_is_documented():
-    assert set(CHECKS) == {"laterality", "components", "holes", "continuity", "entropy"}
-    assert all(c.description and c.rule in ("side", "components", "upper", "lower") for c in CHECKS.values())
+    assert set(CHECKS) == {"laterality", "components", "holes", "continuity", "cut_face", "detached", "pits",
+                           "cavities", "closing", "partner", "image_inside", "image_outside", "entropy"}
+    assert all(c.description and c.rule in ("side", "components", "upper", "lower", "outside")
+               and c.needs in ("", "image", "entropy", "scheme") for c in CHECKS.values())
+    assert set(STRUCTURAL_CHECKS) == {n for n, c in CHECKS.items() if not c.needs}
+
+
+def test_shape_values_on_known_shapes():
+    labels = np.zeros((20, 20, 20), np.int16)
+    labels[2:8, 2:8, 2:8] = 1                      # a cube: flat faces, solid
+    labels[10:17, 10:17, 10:17] = 2                # a cube with a one-voxel cavity
+    labels[13, 13, 13] = 0
+    labels[2:5, 12:15, 2:5] = 3                    # two pieces 3 voxels (6 mm) apart
+    labels[8:10, 12:15, 2:5] = 3
+    labels[12:18, 2:8, 12:18] = 4
+    labels[14, 2, 14] = 0                          # a pit in a face: 5 of its 6 neighbours are the structure
+    values = structure_checks(labels, np.diag([2.0, 2.0, 2.0, 1.0]))
+    assert values[1]["cut_face"] == 1.0 and values[1]["cavity_fraction"] == 0.0 and values[1]["detached_mm"] == 0.0
+    assert values[2]["cavity_fraction"] == 1 / (7 ** 3 - 1)
+    assert values[3]["detached_mm"] == 8.0         # voxel 4 to voxel 8 along x at 2 mm
+    assert values[4]["pits"] == 1 and values[4]["cavity_fraction"] == 0.0 and values[1]["pits"] == 0
+    assert values[3]["closing_gain"] > 0 and values[1]["closing_gain"] == 0.0  # it bridges the gap
+    # A ball has no planar face; cut in half, its cut is as large as its largest slice.
+    grid = np.indices((24, 24, 24)) - 11.5
+    ball = (np.sqrt((grid ** 2).sum(0)) < 9).astype(np.int16)
+    assert structure_checks(ball, RAS)[1]["cut_face"] < 0.3
+    half = ball.copy()
+    half[12:] = 0
+    assert structure_checks(half, RAS)[1]["cut_face"] == 1.0
+    # ... but not where the image border cuts it: the field of view cuts every structure there.
+    assert structure_checks(half[:12], RAS)[1]["cut_face"] < 0.3
+
+
+def test_partner_ratio_needs_the_scheme_and_the_partner():
+    labels = body_with_kidneys()
+    assert "partner_log_ratio" not in structure_checks(labels, RAS)[KIDNEY_LEFT]
+    partners = partner_labels("ukbob")
+    assert partners[KIDNEY_LEFT] == KIDNEY_RIGHT and partners[KIDNEY_RIGHT] == KIDNEY_LEFT and LIVER not in partners
+    values = structure_checks(labels, RAS, partners=partners)
+    assert values[KIDNEY_LEFT]["partner_log_ratio"] == 0.0 and "partner_log_ratio" not in values[66]
+    labels[8:11] = np.where(labels[8:11] == KIDNEY_LEFT, 66, labels[8:11])  # half the left kidney cut away
+    values = structure_checks(labels, RAS, partners=partners)
+    assert values[KIDNEY_LEFT]["partner_log_ratio"] == pytest.approx(np.log(0.5))
+    assert values[KIDNEY_RIGHT]["partner_log_ratio"] == pytest.approx(np.log(2.0))
+    # The two-sided rule: below the cohort's range is as wrong as above it.
+    bounds = {KIDNEY_LEFT: {"partner_log_ratio": (-0.2, 0.2)}, KIDNEY_RIGHT: {"partner_log_ratio": (-0.2, 0.2)}}
+    verdict = check_flags(values, bounds, lambda label: NAMES.get(label, "muscle"), ["partner"])
+    assert verdict[KIDNEY_LEFT] == ["partner"] and verdict[KIDNEY_RIGHT] == ["partner"] and not verdict[66]
+    assert partner_labels(None) == {}
+
+
+def test_image_disagreement_sees_tissue_labelled_as_its_neighbour():
+    labels = np.zeros((12, 12, 12), np.int16)
+    labels[2:10, 2:10, 2:6] = 1                    # an organ (water signal) on top of
+    labels[2:10, 2:10, 6:10] = 2                   # fat (fat signal)
+    image = np.zeros((12, 12, 12, 2), np.float32)
+    image[..., 0][labels == 1] = 0.8
+    image[..., 1][labels == 2] = 0.9
+    clean = image_disagreement(labels, image)
+    assert all(v == {"image_inside": 0.0, "image_outside": 0.0} for v in clean.values())
+    labels[5, 5, 5] = 2                            # an organ voxel labelled fat (a dent at the boundary)
+    values = image_disagreement(labels, image)
+    assert values[2]["image_inside"] == 1 / (labels == 2).sum()   # fat holding one voxel of organ signal
+    assert values[1]["image_outside"] == 1 / (labels == 1).sum()  # organ signal next to the organ, labelled fat
+    assert values[1]["image_inside"] == 0.0 and values[2]["image_outside"] == 0.0
+    # A single-channel image in other units (a CT in HU) is scaled first: the same verdicts.
+    ct = np.where(labels == 1, 40.0, -100.0).astype(np.float32)
+    ct[5, 5, 5] = 40.0
+    assert image_disagreement(labels, ct * 1.0) == image_disagreement(labels, ct)
+    assert image_disagreement(labels, ct)[2]["image_inside"] == 1 / (labels == 2).sum()
+    # Through structure_checks, only with an image; on another grid it is refused.
+    assert "image_inside" in structure_checks(labels, RAS, image=image)[1]
+    assert "image_inside" not in structure_checks(labels, RAS)[1]
+    with pytest.raises(ValueError, match="image shape"):
+        structure_checks(labels, RAS, image=image[:, :, :11])
 
 
 def test_cohort_size_warning():

@@ -289,3 +289,34 @@ def test_parquet_tables_when_pyarrow_is_installed(tmp_path):
     written = write_table(rows, tmp_path / "t.csv", ("id", "label", "value"))
     assert [p.suffix for p in written] == [".csv", ".parquet"]
     assert pq.read_table(written[1]).column("label").to_pylist() == [0, 1, 2, 3]
+
+
+def test_image_and_partner_checks_join_where_their_inputs_are(tmp_path):
+    rng = np.random.default_rng(3)
+    labels = make_labelmap(rng)
+    labels[4:8, 12:16, 3:8] = 3  # a left kidney beside the right one (2)
+    nib.save(nib.Nifti1Image(labels, AFFINE), tmp_path / "case.nii.gz")
+    image = np.where(labels == 71, 0.2, 0.8).astype(np.float32)
+    nib.save(nib.Nifti1Image(image, AFFINE), tmp_path / "image.nii.gz")
+    nib.save(nib.Nifti1Image(image[:, :, :10], AFFINE), tmp_path / "cropped.nii.gz")
+    sample = solf_cohort.Sample("case", str(tmp_path / "case.nii.gz"), str(tmp_path / "image.nii.gz"))
+    record = solf_cohort.compute_sample(sample, scheme="ukbob")
+    kidney = record["features"]["2"]
+    assert {"image_inside", "image_outside", "partner_log_ratio"} <= set(kidney)
+    assert "partner_log_ratio" not in record["features"]["5"]  # the liver has no partner
+    assert "partner_log_ratio" not in solf_cohort.compute_sample(sample)["features"]["2"]  # no scheme, no pairs
+    # An image on another grid: the image checks are skipped with a warning, the rest is measured.
+    other = solf_cohort.Sample("case", str(tmp_path / "case.nii.gz"), str(tmp_path / "cropped.nii.gz"))
+    record = solf_cohort.compute_sample(other, scheme="ukbob")
+    assert "error" not in record and "image_inside" not in record["features"]["2"]
+    assert any("image checks are skipped" in w for w in record["warnings"])
+
+
+def test_a_store_of_another_scheme_is_refused(tmp_path):
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    nib.save(nib.Nifti1Image(make_labelmap(np.random.default_rng(0)), AFFINE), folder / "a.nii.gz")
+    samples = solf_cohort.find_samples(folder)
+    solf_cohort.compute_features(samples, tmp_path / "out", workers=1, progress=False, scheme="ukbob")
+    with pytest.raises(ValueError, match="scheme"):
+        solf_cohort.compute_features(samples, tmp_path / "out", workers=1, progress=False, scheme=None)
