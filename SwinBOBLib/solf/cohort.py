@@ -30,6 +30,11 @@ from .features import organ_features
 
 LABELMAP_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".nhdr", ".mha", ".mhd")
 
+#: Which per-structure checks a cohort run computes beside the SOLF features: every one that has
+#: its inputs, the label-only ones (no image read, no partner pairs: half the time on UKBOB-size
+#: maps), or none (the SOLF features alone, ~35 ms per map).
+CHECK_SETS = ("all", "labels", "none")
+
 #: Where V_body comes from: the body-mask file, the image (segmented), or the non-zero labels.
 BODY_SOURCES = ("auto", "labels", "image", "mask")
 
@@ -144,10 +149,11 @@ def _body_mask(sample: Sample, body: str, shape) -> np.ndarray | None:
 
 
 def compute_sample(sample: Sample, body: str = "auto", labels: Sequence[int] | None = None,
-                   scheme: str | None = None) -> dict:
+                   scheme: str | None = None, checks: str = "all") -> dict:
     """Load one sample and compute its features and check values; never raises (errors come back
-    in the record). The image checks run where the sample has an image; ``scheme`` names the
-    left/right pairs of the partner check (none without it).
+    in the record). With ``checks="all"`` the image checks run where the sample has an image and
+    ``scheme`` names the left/right pairs of the partner check (none without it); ``"labels"``
+    computes the label-only checks, ``"none"`` no checks (:data:`CHECK_SETS`).
 
     ``load_s`` covers reading the files and the body mask, ``compute_s`` :func:`organ_features`
     and :func:`~.checks.structure_checks`. ``files`` records each input's size and modification
@@ -165,12 +171,13 @@ def compute_sample(sample: Sample, body: str = "auto", labels: Sequence[int] | N
         image = io.load_labelmap(sample.labelmap, scheme=None)
         mask = _body_mask(sample, body, image.array.shape)
         entropy = _entropy(sample, image.array.shape)
-        intensities, image_warning = _intensities(sample, image.array.shape)
+        intensities, image_warning = _intensities(sample, image.array.shape) if checks == "all" else (None, None)
         loaded = time.perf_counter()
         features = organ_features(image.array, image.spacing, body_mask=mask, labels=labels,
                                   source=sample.labelmap)
-        checks = structure_checks(image.array, image.affine, body_mask=mask, entropy=entropy, labels=labels,
-                                  image=intensities, partners=partner_labels(scheme))
+        values = {} if checks == "none" else structure_checks(
+            image.array, image.affine, body_mask=mask, entropy=entropy, labels=labels, image=intensities,
+            partners=partner_labels(scheme) if checks == "all" else None)
         warnings_ = [w for w in [_organ_only_warning(sample, body, mask, image.array, image.affine),
                                  image_warning] if w]
         done = time.perf_counter()
@@ -179,7 +186,7 @@ def compute_sample(sample: Sample, body: str = "auto", labels: Sequence[int] | N
                 "error": f"{type(error).__name__}: {error}".strip()}
     return {"id": sample.id, "labelmap": sample.labelmap, "version": RECORD_VERSION, "files": file_stamps(sample),
             "shape": list(image.array.shape), "spacing": [round(s, 6) for s in image.spacing],
-            "features": {str(label): {**values, **checks.get(label, {})} for label, values in features.items()},
+            "features": {str(label): {**entry, **values.get(label, {})} for label, entry in features.items()},
             "warnings": warnings_, "load_s": round(loaded - started, 4), "compute_s": round(done - loaded, 4)}
 
 
@@ -324,11 +331,11 @@ def _exit_with_parent(parent: int, interval_s: float = 1.0) -> None:
 
 
 def _local_results(samples: Sequence[Sample], body: str, labels, workers: int, address=None,
-                   scheme: str | None = None) -> Iterator[dict]:
+                   scheme: str | None = None, checks: str = "all") -> Iterator[dict]:
     """Records in completion order, computed in this process (1 worker) or a process pool."""
     if workers <= 1:
         for sample in samples:
-            yield compute_sample(sample, body, labels, scheme)
+            yield compute_sample(sample, body, labels, scheme, checks)
         return
     import multiprocessing
 
@@ -339,7 +346,7 @@ def _local_results(samples: Sequence[Sample], body: str, labels, workers: int, a
         queue, pending = iter(samples), set()
         while True:
             for sample in queue:
-                pending.add(pool.submit(compute_sample, sample, body, labels, scheme))
+                pending.add(pool.submit(compute_sample, sample, body, labels, scheme, checks))
                 if len(pending) >= _pending_window(workers):
                     break
             if not pending:
@@ -352,7 +359,7 @@ def _local_results(samples: Sequence[Sample], body: str, labels, workers: int, a
 
 
 def _ray_results(samples: Sequence[Sample], body: str, labels, workers: int, address=None,
-                 scheme: str | None = None) -> Iterator[dict]:
+                 scheme: str | None = None, checks: str = "all") -> Iterator[dict]:
     """Records in completion order from Ray tasks; joins ``address`` (or starts a local Ray) unless
     Ray is already initialised. ``workers`` caps the tasks in flight (0: 4 per cluster CPU)."""
     import ray
@@ -364,7 +371,7 @@ def _ray_results(samples: Sequence[Sample], body: str, labels, workers: int, add
     queue, pending = iter(samples), {}
     while True:
         for sample in queue:
-            pending[task.remote(sample, body, labels, scheme)] = sample
+            pending[task.remote(sample, body, labels, scheme, checks)] = sample
             if len(pending) >= window:
                 break
         if not pending:
@@ -387,8 +394,9 @@ def _check_run_config(out_dir: Path, config: dict) -> None:
     path = out_dir / RUN_CONFIG_NAME
     if path.exists():
         previous = json.loads(path.read_text(encoding="utf-8"))
-        if "scheme" not in previous:  # written before the scheme was a setting (record version 2):
-            previous["scheme"] = config.get("scheme")  # its records are recomputed anyway
+        added = {k: v for k, v in config.items() if k not in previous and k in ("scheme", "checks")}
+        if added:  # written before these were settings (record version 2): its records are recomputed anyway
+            previous.update(added)
             write_text_atomic(path, json.dumps(previous) + "\n")
         if previous != config:
             raise ValueError(f"{out_dir}: holds features computed with {previous}, this run asks for "
@@ -431,7 +439,8 @@ def _progress(total: int, initial: int, enabled: bool):
 def compute_features(samples: Sequence[Sample], out_dir: str | os.PathLike, *, engine: str = "local",
                      workers: int | None = None, address: str | None = None, body: str = "auto",
                      labels: Sequence[int] | None = None, progress: bool = True,
-                     on_record: Callable[[dict], None] | None = None, scheme: str | None = None) -> CohortFeatures:
+                     on_record: Callable[[dict], None] | None = None, scheme: str | None = None,
+                     checks: str = "all") -> CohortFeatures:
     """Features of every sample, resuming from ``out_dir/features.jsonl``.
 
     Args:
@@ -448,15 +457,18 @@ def compute_features(samples: Sequence[Sample], out_dir: str | os.PathLike, *, e
         on_record: called in the driver after each record is stored (tests inject failures here).
         scheme: the label maps' scheme, naming the left/right pairs of the partner check (None:
             no partner check). Part of the store's settings, like ``body`` and ``labels``.
+        checks: which per-structure checks to compute (:data:`CHECK_SETS`; also a store setting).
     """
     if engine not in ENGINES:
         raise ValueError(f"engine '{engine}' is not one of {sorted(ENGINES)}")
     if body not in BODY_SOURCES:
         raise ValueError(f"body source '{body}' is not one of {BODY_SOURCES}")
+    if checks not in CHECK_SETS:
+        raise ValueError(f"checks '{checks}' is not one of {CHECK_SETS}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_run_config(out_dir, {"body": body, "labels": sorted(labels) if labels is not None else None,
-                                "scheme": scheme})
+                                "scheme": scheme, "checks": checks})
     store = ResultStore(out_dir / STORE_NAME)
     records = store.load()
     wanted = {s.id for s in samples}
@@ -466,7 +478,7 @@ def compute_features(samples: Sequence[Sample], out_dir: str | os.PathLike, *, e
     workers = workers if workers is not None else (os.cpu_count() or 1) if engine == "local" else 0
     started, errors = time.perf_counter(), []
     with _progress(len(samples), len(records), progress) as bar:
-        for record in ENGINES[engine](todo, body, labels, workers, address, scheme):
+        for record in ENGINES[engine](todo, body, labels, workers, address, scheme, checks):
             if "error" in record:
                 errors.append(record)
                 bar.write(f"skipped {record['labelmap']}: {record['error']}", file=sys.stderr)

@@ -54,6 +54,10 @@ def _add_cohort_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--body", choices=("auto", "labels", "image", "mask"), default="auto",
                         help="V_body from the body mask if given, else the non-zero labels (auto); or "
                         "segmented from the image (image)")
+    parser.add_argument("--checks", choices=("all", "labels", "none"), default="all",
+                        help="per-structure checks computed beside the SOLF features: every one with its inputs "
+                        "(all, default), the label-only ones (labels: no image read, about half the time), or "
+                        "none (the SOLF features alone, fastest; the ablation then has no check columns)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -63,7 +67,7 @@ def cmd_run(args) -> int:
     config = RunConfig(cohort=args.cohort, out_dir=args.output, epsilon=args.epsilon, engine=args.engine,
                        workers=args.workers, address=args.address, scheme=args.scheme, images=args.images,
                        body_masks=args.body_masks, body=args.body, missing_presence=args.missing_presence,
-                       plots=not args.no_plots, progress=not args.quiet)
+                       plots=not args.no_plots, progress=not args.quiet, checks=args.checks)
     result = run_cohort(config)
     print(f"{result.samples} samples ({result.computed} computed, {result.reused} reused, "
           f"{len(result.errors)} unreadable); {result.flagged_samples} flagged, "
@@ -203,7 +207,8 @@ def cmd_ablation(args) -> int:
 
     samples = find_samples(args.cohort, args.images, args.body_masks)
     result = compute_features(samples, args.output, engine=args.engine, workers=args.workers,
-                              address=args.address, body=args.body, progress=not args.quiet, scheme=args.scheme)
+                              address=args.address, body=args.body, progress=not args.quiet, scheme=args.scheme,
+                              checks=args.checks)
     cohort = result.cohort()
     truth_dir = Path(args.truth) if args.truth else Path(args.cohort) / "corruptions"
     records = ablation.load_corruptions(truth_dir, set(cohort)) if truth_dir.is_dir() else None

@@ -30,6 +30,7 @@ class RunConfig:
     missing_presence: float = MISSING_PRESENCE  # presence above which an absent structure is "missing"
     plots: bool = True                   # PNG figures in the report
     progress: bool = True                # progress bar on stderr
+    checks: str = "all"                  # per-structure checks stored beside the features, cohort.CHECK_SETS
 
 
 @dataclass
@@ -71,7 +72,7 @@ def run_cohort(config: RunConfig, **hooks) -> RunResult:
     samples = find_samples(config.cohort, config.images, config.body_masks)
     result = compute_features(samples, out_dir, engine=config.engine, workers=config.workers,
                               address=config.address, body=config.body, progress=config.progress,
-                              scheme=config.scheme, **hooks)
+                              scheme=config.scheme, checks=config.checks, **hooks)
     cohort = result.cohort()
     bounds = fit_bounds(cohort, config.epsilon, scheme=config.scheme)
     from .bounds import cohort_record

@@ -320,3 +320,26 @@ def test_a_store_of_another_scheme_is_refused(tmp_path):
     solf_cohort.compute_features(samples, tmp_path / "out", workers=1, progress=False, scheme="ukbob")
     with pytest.raises(ValueError, match="scheme"):
         solf_cohort.compute_features(samples, tmp_path / "out", workers=1, progress=False, scheme=None)
+
+
+def test_the_checks_setting_chooses_what_is_computed(tmp_path):
+    rng = np.random.default_rng(5)
+    labels = make_labelmap(rng)
+    labels[4:8, 12:16, 3:8] = 3
+    nib.save(nib.Nifti1Image(labels, AFFINE), tmp_path / "case.nii.gz")
+    nib.save(nib.Nifti1Image(np.where(labels == 71, 0.2, 0.8).astype(np.float32), AFFINE), tmp_path / "image.nii.gz")
+    sample = solf_cohort.Sample("case", str(tmp_path / "case.nii.gz"), str(tmp_path / "image.nii.gz"))
+    every = solf_cohort.compute_sample(sample, scheme="ukbob", checks="all")["features"]["2"]
+    label_only = solf_cohort.compute_sample(sample, scheme="ukbob", checks="labels")["features"]["2"]
+    none = solf_cohort.compute_sample(sample, scheme="ukbob", checks="none")["features"]["2"]
+    assert {"image_inside", "partner_log_ratio", "cut_face"} <= set(every)
+    assert "cut_face" in label_only and not {"image_inside", "partner_log_ratio"} & set(label_only)
+    assert "cut_face" not in none and "sphericity" in none
+    with pytest.raises(ValueError, match="checks 'some' is not one of"):
+        solf_cohort.compute_features([sample], tmp_path / "out", workers=1, progress=False, checks="some")
+    # The ablation without checks has the paper's filters and no check columns.
+    from SwinBOBLib.solf import ablation
+
+    cohort = solf_cohort.compute_features([sample], tmp_path / "none", workers=1, progress=False,
+                                          checks="none").cohort()
+    assert ablation.methods_for(cohort) == ["solf", "missing", "solf+missing", "volume", "iqr"]
