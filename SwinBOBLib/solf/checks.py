@@ -20,6 +20,7 @@ world x of the body's centroid (the body mask, or every labelled voxel).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Mapping
@@ -135,11 +136,15 @@ def _centroid(mask: np.ndarray, box) -> np.ndarray:
     return np.array([c.mean() + b.start for c, b in zip(np.nonzero(mask), box)])
 
 
-def _components(mask: np.ndarray) -> tuple[int, float]:
-    labelled, count = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+def _pieces(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """The mask's 26-connected pieces (labelled array, count)."""
+    return ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+
+
+def _components(pieces: np.ndarray, count: int) -> tuple[int, float]:
     if count <= 1:
         return count, 1.0
-    sizes = np.bincount(labelled.ravel())[1:]
+    sizes = np.bincount(pieces.ravel())[1:]
     return int(count), float(sizes.max() / sizes.sum())
 
 
@@ -175,16 +180,19 @@ def _in_plane(axis: int) -> np.ndarray:
 _IN_PLANE = [_in_plane(axis) for axis in range(3)]
 
 
-def _gap_fraction(mask: np.ndarray, axis: int) -> float:
-    areas = mask.sum(axis=tuple(a for a in range(3) if a != axis))
+def _slice_areas(mask: np.ndarray) -> list[np.ndarray]:
+    """The structure's area in each slice across each array axis (its box spans first to last)."""
+    return [mask.sum(axis=tuple(a for a in range(3) if a != axis)) for axis in range(3)]
+
+
+def _gap_fraction(areas: np.ndarray) -> float:
     return float(np.mean(areas == 0))  # the box spans the first to the last occupied slice
 
 
-def _cut_face(mask: np.ndarray, box, shape) -> float:
+def _cut_face(slice_areas: list[np.ndarray], box, shape) -> float:
     """Largest end-slice area over the largest slice along any axis, ends on the image border excluded."""
     ends = []
-    for axis in range(3):
-        areas = mask.sum(axis=tuple(a for a in range(3) if a != axis))
+    for axis, areas in enumerate(slice_areas):
         if areas.size < 2:
             continue
         if box[axis].start > 0:
@@ -194,9 +202,8 @@ def _cut_face(mask: np.ndarray, box, shape) -> float:
     return float(max(ends)) if ends else 0.0
 
 
-def _detached_mm(mask: np.ndarray, spacing: np.ndarray) -> float:
+def _detached_mm(pieces: np.ndarray, count: int, spacing: np.ndarray) -> float:
     """Distance (mm) from the largest 26-connected piece to the farthest other piece (0: one piece)."""
-    pieces, count = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
     if count <= 1:
         return 0.0
     largest = int(np.argmax(np.bincount(pieces.ravel())[1:])) + 1
@@ -227,13 +234,14 @@ def _surface_values(mask: np.ndarray) -> dict[str, float]:
             "closing_gain": float(ndimage.binary_closing(padded, _FACES, iterations=2).sum() - voxels) / voxels}
 
 
-def _structure_values(mask, box, affine, midline_x: float, axis: int, entropy, shape) -> dict[str, float]:
-    count, largest = _components(mask)
-    spacing = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+def _structure_values(mask, box, affine, spacing, midline_x: float, axis: int, entropy, shape) -> dict[str, float]:
+    pieces, count = _pieces(mask)
+    count, largest = _components(pieces, count)
+    areas = _slice_areas(mask)
     values = {"lateral_offset_mm": midline_x - _world_x(affine, _centroid(mask, box)),
               "components": count, "largest_component_fraction": largest,
-              "filled_volume_ratio": _filled_ratio(mask), "slice_gap_fraction": _gap_fraction(mask, axis),
-              "cut_face": _cut_face(mask, box, shape), "detached_mm": _detached_mm(mask, spacing),
+              "filled_volume_ratio": _filled_ratio(mask), "slice_gap_fraction": _gap_fraction(areas[axis]),
+              "cut_face": _cut_face(areas, box, shape), "detached_mm": _detached_mm(pieces, count, spacing),
               **_surface_values(mask)}
     if entropy is not None:
         values["mean_entropy"] = float(np.asarray(entropy[box])[mask].mean())
@@ -320,6 +328,7 @@ def image_disagreement(labelmap: np.ndarray, image: np.ndarray) -> dict[int, dic
             for l in range(1, n) if voxels[l]}
 
 
+@functools.lru_cache(maxsize=None)
 def partner_labels(scheme: str | None) -> dict[int, int]:
     """``{label: its other-side partner}`` of a scheme (``{}`` without one)."""
     if scheme is None:
@@ -369,6 +378,7 @@ def structure_checks(labelmap: np.ndarray, affine: np.ndarray, body_mask: np.nda
         return {}
     midline_x = _world_x(affine, np.array(ndimage.center_of_mass(body)))
     axis = superior_axis(affine)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
     wanted = None if labels is None else {int(v) for v in labels}
     integer = labelmap.astype(np.int64, copy=False)
     disagreement = image_disagreement(integer, image) if image is not None else {}
@@ -378,7 +388,7 @@ def structure_checks(labelmap: np.ndarray, affine: np.ndarray, body_mask: np.nda
         if box is None or (wanted is not None and index not in wanted):
             continue
         mask = labelmap[box] == index
-        result[index] = _structure_values(mask, box, affine, midline_x, axis, entropy, labelmap.shape)
+        result[index] = _structure_values(mask, box, affine, spacing, midline_x, axis, entropy, labelmap.shape)
         result[index].update(disagreement.get(index, {}))
         partner = (partners or {}).get(index)
         if partner is not None and partner < voxels.size and voxels[partner]:

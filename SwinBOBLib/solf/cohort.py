@@ -129,22 +129,36 @@ def find_samples(cohort: str | os.PathLike, images=None, body_masks=None) -> lis
     return samples
 
 
-def _body_mask(sample: Sample, body: str, shape) -> np.ndarray | None:
+def _grid_error(path: str, array: np.ndarray, shape) -> str | None:
+    """Why ``array`` (read from ``path``) cannot be used with a label map of ``shape``, or None."""
+    if array.shape[:3] != tuple(shape):
+        return f"{path}: grid {array.shape[:3]} differs from the label map's {tuple(shape)}"
+    return None
+
+
+def _body_source(sample: Sample, body: str) -> str:
+    """``body`` with "auto" resolved: the sample's body mask if it has one, else the labels."""
+    if body == "auto":
+        return "mask" if sample.body_mask else "labels"
+    return body
+
+
+def _body_mask(sample: Sample, body: str, shape, image: np.ndarray | None = None) -> np.ndarray | None:
+    """V_body's mask (None: the labels), ``image`` the sample's image if already read."""
     from .. import io
     from .body import body_mask_from_image
 
-    if body == "auto":
-        body = "mask" if sample.body_mask else "labels"
+    body = _body_source(sample, body)
     if body == "labels":
         return None
     path = sample.body_mask if body == "mask" else sample.image
     if path is None:
         needed = "an image" if body == "image" else "a body mask"
         raise ValueError(f"{sample.labelmap}: body source '{body}' needs {needed} for this sample")
-    array = io.load_image(path).array
+    array = image if body == "image" and image is not None else io.load_image(path).array
     mask = array != 0 if body == "mask" else body_mask_from_image(array)
-    if mask.shape[:3] != tuple(shape):
-        raise ValueError(f"{path}: grid {mask.shape[:3]} differs from the label map's {tuple(shape)}")
+    if error := _grid_error(path, mask, shape):
+        raise ValueError(error)
     return mask
 
 
@@ -169,9 +183,11 @@ def compute_sample(sample: Sample, body: str = "auto", labels: Sequence[int] | N
     started = time.perf_counter()
     try:
         image = io.load_labelmap(sample.labelmap, scheme=None)
-        mask = _body_mask(sample, body, image.array.shape)
+        wants_image = checks == "all" or _body_source(sample, body) == "image"
+        pixels = io.load_image(sample.image).array if sample.image and wants_image else None  # read once
+        mask = _body_mask(sample, body, image.array.shape, pixels)
         entropy = _entropy(sample, image.array.shape)
-        intensities, image_warning = _intensities(sample, image.array.shape) if checks == "all" else (None, None)
+        intensities, image_warning = _intensities(sample, pixels, image.array.shape) if checks == "all" else (None, None)
         loaded = time.perf_counter()
         features = organ_features(image.array, image.spacing, body_mask=mask, labels=labels,
                                   source=sample.labelmap)
@@ -205,23 +221,19 @@ def _entropy(sample: Sample, shape) -> np.ndarray | None:
     if sample.entropy is None:
         return None
     array = io.load_image(sample.entropy).array
-    if array.shape[:3] != tuple(shape):
-        raise ValueError(f"{sample.entropy}: grid {array.shape[:3]} differs from the label map's {tuple(shape)}")
+    if error := _grid_error(sample.entropy, array, shape):
+        raise ValueError(error)
     return array
 
 
-def _intensities(sample: Sample, shape) -> tuple[np.ndarray | None, str | None]:
-    """The sample's image for the image checks, or None (no image, or one on another grid: then
-    the image checks are skipped with a warning, the rest of the sample is still measured)."""
-    from .. import io
-
-    if sample.image is None:
+def _intensities(sample: Sample, pixels: np.ndarray | None, shape) -> tuple[np.ndarray | None, str | None]:
+    """The sample's image (``pixels``, already read) for the image checks, or None (no image, or one
+    on another grid: then the image checks are skipped with a warning, the rest is still measured)."""
+    if pixels is None:
         return None, None
-    array = io.load_image(sample.image).array
-    if array.shape[:3] != tuple(shape):
-        return None, (f"{sample.image}: grid {array.shape[:3]} differs from the label map's {tuple(shape)}; "
-                      "the image checks are skipped for this sample (resample the image onto the label map)")
-    return array, None
+    if error := _grid_error(sample.image, pixels, shape):
+        return None, f"{error}; the image checks are skipped for this sample (resample the image onto the label map)"
+    return pixels, None
 
 
 def labelled_coverage(labelmap: np.ndarray, affine: np.ndarray) -> float:
