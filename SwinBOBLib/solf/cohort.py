@@ -207,8 +207,8 @@ def compute_sample(sample: Sample, body: str = "auto", labels: Sequence[int] | N
 
 
 #: Bumped when a record's content changes (2: check values, file stamps; 3: the shape, partner and
-#: image checks), so old stores recompute.
-RECORD_VERSION = 3
+#: image checks; 4: image_enclosed), so old stores recompute.
+RECORD_VERSION = 4
 
 #: A label map whose labels cover less than this share of its outline is taken as organs only
 #: (measured: 0.97-0.98 on the UKBOB phantoms, 0.65 and 0.51 on the TotalSegmentator CT and MR samples).

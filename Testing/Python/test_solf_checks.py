@@ -109,7 +109,8 @@ def test_cohort_bounds_flag_only_beyond_the_cohort():
 
 def test_every_check_is_documented():
     assert set(CHECKS) == {"laterality", "components", "holes", "continuity", "cut_face", "detached", "pits",
-                           "cavities", "closing", "partner", "image_inside", "image_outside", "entropy"}
+                           "cavities", "closing", "partner", "image_inside", "image_outside", "image_enclosed",
+                           "entropy"}
     assert all(c.description and c.rule in ("side", "components", "upper", "lower", "outside")
                and c.needs in ("", "image", "entropy", "scheme") for c in CHECKS.values())
     assert set(STRUCTURAL_CHECKS) == {n for n, c in CHECKS.items() if not c.needs}
@@ -167,12 +168,15 @@ def test_image_disagreement_sees_tissue_labelled_as_its_neighbour():
     image[..., 0][labels == 1] = 0.8
     image[..., 1][labels == 2] = 0.9
     clean = image_disagreement(labels, image)
-    assert all(v == {"image_inside": 0.0, "image_outside": 0.0} for v in clean.values())
+    assert all(v == {"image_inside": 0.0, "image_outside": 0.0, "image_enclosed": 0.0} for v in clean.values())
     labels[5, 5, 5] = 2                            # an organ voxel labelled fat (a dent at the boundary)
     values = image_disagreement(labels, image)
     assert values[2]["image_inside"] == 1 / (labels == 2).sum()   # fat holding one voxel of organ signal
     assert values[1]["image_outside"] == 1 / (labels == 1).sum()  # organ signal next to the organ, labelled fat
     assert values[1]["image_inside"] == 0.0 and values[2]["image_outside"] == 0.0
+    # A dent of one voxel in a flat face: 17 of the 26 directions meet the organ (those along and
+    # into the face), so it counts as enclosed; a voxel outside a flat face meets it in 9.
+    assert values[1]["image_enclosed"] == 1.0
     # A single-channel image in other units (a CT in HU) is scaled first: the same verdicts.
     ct = np.where(labels == 1, 40.0, -100.0).astype(np.float32)
     ct[5, 5, 5] = 40.0
@@ -183,6 +187,42 @@ def test_image_disagreement_sees_tissue_labelled_as_its_neighbour():
     assert "image_inside" not in structure_checks(labels, RAS)[1]
     with pytest.raises(ValueError, match="image shape"):
         structure_checks(labels, RAS, image=image[:, :, :11])
+
+
+def _organ_in_fat(channels: int):
+    """A 10-voxel organ cube in fat, and an image whose channels tell them apart (a Dixon-like
+    water/fat pair, plus in- and opposed-phase with four channels)."""
+    labels = np.full((20, 20, 20), 2, np.int16)   # fat all round
+    labels[5:15, 5:15, 5:15] = 1                  # the organ
+    water, fat = np.where(labels == 1, 0.8, 0.1), np.where(labels == 1, 0.1, 0.9)
+    image = np.stack([water, fat, water + fat, np.abs(water - fat)][:channels], axis=-1).astype(np.float32)
+    return labels, image
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_image_enclosed_counts_a_hole_refilled_with_another_label(channels):
+    labels, image = _organ_in_fat(channels)
+    assert image_disagreement(labels, image)[1]["image_enclosed"] == 0.0
+    hole = labels.copy()
+    hole[9:11, 9:11, 9:11] = 2                    # 8 organ voxels labelled fat; the image still shows organ
+    values = image_disagreement(hole, image)
+    assert values[1]["image_enclosed"] == 8.0 and values[2]["image_enclosed"] == 0.0
+    # A hole that opens to the surface (a notch from the face inward) is still mostly enclosed:
+    notch = labels.copy()
+    notch[9:11, 9:11, 5:8] = 2
+    assert 0 < image_disagreement(notch, image)[1]["image_enclosed"] <= 12
+    # Voxels labelled otherwise whose image is what their label says (real fat inside the organ) are
+    # anatomy, not a hole:
+    fat_inside = image.copy()
+    fat_inside[9:11, 9:11, 9:11] = image[0, 0, 0]
+    assert image_disagreement(hole, fat_inside)[1]["image_enclosed"] == 0.0
+    # An erosion leaves a shell of organ signal labelled fat around the organ: not enclosed by it.
+    eroded = np.full_like(labels, 2)
+    eroded[6:14, 6:14, 6:14] = 1
+    assert image_disagreement(eroded, image)[1]["image_enclosed"] == 0.0
+    # Through structure_checks with the image; a check of CHECKS with the upper rule.
+    assert structure_checks(hole, RAS, image=image)[1]["image_enclosed"] == 8.0
+    assert CHECKS["image_enclosed"].needs == "image" and "holes" in CHECKS["image_enclosed"].catches
 
 
 def test_cohort_size_warning():
