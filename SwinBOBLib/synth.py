@@ -90,6 +90,7 @@ class SynthesisConfig:
     elastic_sigma: tuple[float, float] = (5.0, 8.0)  # smoothness of the elastic field (voxels)
     elastic_magnitude: tuple[float, float] = (0.0, 3.0)  # elastic displacement scale (voxels)
     crop_margin: float = 1.3  # crop this much larger than the patch so rotations stay filled
+    shift: float = 0.0  # move the patch off its sampled centre by up to this fraction of its size per axis
     crop_sampling: str = "structures"  # crop centres: "structures" (class-balanced) or "body" (any body voxel)
     body_crop_weight: float = 2.0  # "structures": the unlabelled body counts as this many structures
     body_crop_fraction: float = 0.0  # "structures": this share of the draws centres anywhere in the body instead
@@ -126,6 +127,8 @@ class SynthesisConfig:
             raise ValueError(f"{source}: body_crop_weight must be >= 0, got {config.body_crop_weight}")
         if not 0.0 <= float(config.body_crop_fraction) <= 1.0:
             raise ValueError(f"{source}: body_crop_fraction must be in [0, 1], got {config.body_crop_fraction}")
+        if not 0.0 <= float(config.shift) < 0.5:
+            raise ValueError(f"{source}: shift must be in [0, 0.5) (a fraction of the patch), got {config.shift}")
         return config
 
     def to_dict(self) -> dict:
@@ -350,14 +353,20 @@ def synthesis_transforms(layout: ChannelLayout, roi_size: Sequence[int], crops_p
     """The training chain of synthesis mode, from cached generation labels ``{"gen": (1, X, Y, Z)}``.
 
     Crops a little larger than ``roi_size``, centred class-balanced on the structures (or anywhere in
-    the body, ``crop_sampling="body"``, or a mix of the two, ``body_crop_fraction``); affine and elastic deformation of the labels
+    the body, ``crop_sampling="body"``, or a mix of the two, ``body_crop_fraction``); affine (with a
+    random translation of up to ``shift`` of the patch) and elastic deformation of the labels
     (nearest neighbour) to ``roi_size``; rendering; blur, resolution loss, bias field, noise and a
     contrast curve; the inference normalisation; a random thin field of view. With
     ``unlabelled_body="partial"`` every crop carries the case's ``allowed`` channels.
     """
     config = config or SynthesisConfig()
     roi = [int(r) for r in roi_size]
-    crop = [int(round(r * config.crop_margin)) for r in roi]
+    # With ``shift`` the patch moves off the sampled centre (a structure voxel) by up to that fraction
+    # of its size, so the structure is seen anywhere in the window, as sliding-window inference shows
+    # it; the crop grows by the shift on each side, so the moved patch still holds the case's voxels.
+    # (No translation range at all without it: a zero range would still draw from the seeded stream.)
+    moves = [float(config.shift) * r for r in roi]
+    crop = [int(round(r * config.crop_margin + 2 * m)) for r, m in zip(roi, moves)]
     angle = np.deg2rad(config.rotate_deg)
     head = [AllowedChannelsd(layout)] if config.unlabelled_body == "partial" else []
     body_crops = [
@@ -389,7 +398,8 @@ def synthesis_transforms(layout: ChannelLayout, roi_size: Sequence[int], crops_p
         sampling = body_crops
     steps = head + sampling + [
         RandAffined(["gen"], prob=1.0, rotate_range=(angle,) * 3, shear_range=(config.shear,) * 6,
-                    scale_range=(config.scale,) * 3, spatial_size=roi, mode="nearest", padding_mode="zeros"),
+                    scale_range=(config.scale,) * 3, translate_range=moves if config.shift else None,
+                    spatial_size=roi, mode="nearest", padding_mode="zeros"),
         Rand3DElasticd(["gen"], sigma_range=config.elastic_sigma, magnitude_range=config.elastic_magnitude,
                        prob=config.elastic_prob, spatial_size=roi, mode="nearest", padding_mode="zeros"),
         RandRenderd(layout, config),

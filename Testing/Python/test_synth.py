@@ -306,6 +306,35 @@ def test_body_crop_fraction_mixes_structure_and_body_crops():
     assert mixed == _crops_with_liver(SynthesisConfig(body_crop_fraction=0.5, **still), seeds)
 
 
+def _liver_centres(config: SynthesisConfig, seeds=range(24)) -> np.ndarray:
+    """Where in a 16^3 patch the centre of a 4^3 liver in the middle of a 64^3 body falls."""
+    gen = np.full((1, 64, 64, 64), TISSUE_BASE, np.int16)
+    gen[0, 30:34, 30:34, 30:34] = 5
+    chain = synthesis_transforms(LAYOUT, (16, 16, 16), 1, (3.0, 3.0, 3.0), config)
+    liver = LAYOUT.channel_lookup()[5]
+    centres = []
+    for seed in seeds:
+        chain.set_random_state(seed=seed)
+        found = np.argwhere(np.asarray(chain({"gen": gen})[0]["label"])[0] == liver)
+        centres.append(found.mean(axis=0) if len(found) else np.full(3, np.nan))
+    return np.array(centres)
+
+
+def test_shift_moves_the_structure_off_the_patch_centre_and_keeps_it_in_view():
+    still = dict(slab_prob=0.0, rotate_deg=0.0, scale=0.0, shear=0.0, elastic_prob=0.0, crop_margin=1.0,
+                 crop_sampling="structures", body_crop_weight=0.0)
+    centred = _liver_centres(SynthesisConfig(**still))
+    # Without shift the sampled centre is a liver voxel: the liver sits within 2 voxels of the middle.
+    assert not np.isnan(centred).any() and np.abs(centred - 7.5).max() <= 2.0
+    moved = _liver_centres(SynthesisConfig(shift=0.4, **still))
+    held = moved[~np.isnan(moved).any(axis=1)]
+    # With shift 0.4 (up to 6.4 voxels per axis) the liver is still in every patch, now spread over it.
+    assert len(held) == len(moved)
+    assert np.abs(held - 7.5).max() > 4.0 and held.std(axis=0).min() > 1.5
+    # Seeded like the rest of the chain.
+    np.testing.assert_array_equal(moved, _liver_centres(SynthesisConfig(shift=0.4, **still)))
+
+
 def test_crop_sampling_options_are_checked():
     with pytest.raises(ValueError, match="crop_sampling must be one of structures, body"):
         SynthesisConfig.from_dict({"crop_sampling": "organs"})
@@ -313,6 +342,8 @@ def test_crop_sampling_options_are_checked():
         SynthesisConfig.from_dict({"body_crop_weight": -1})
     with pytest.raises(ValueError, match=r"body_crop_fraction must be in \[0, 1\], got 1.5"):
         SynthesisConfig.from_dict({"body_crop_fraction": 1.5})
+    with pytest.raises(ValueError, match=r"shift must be in \[0, 0.5\) \(a fraction of the patch\), got 0.5"):
+        SynthesisConfig.from_dict({"shift": 0.5})
 
 
 def test_training_on_a_real_ct_label_map_gives_its_unlabelled_body_a_partial_label(samples, tmp_path, monkeypatch):
