@@ -96,6 +96,7 @@ class SynthesisConfig:
     body_crop_fraction: float = 0.0  # "structures": this share of the draws centres anywhere in the body instead
     mean_range: tuple[float, float] = (0.0, 1.0)  # per-label mean intensity
     std_range: tuple[float, float] = (0.0, 0.08)  # per-label intensity spread
+    tied_prob: float = 0.0  # each label in a crop takes another present label's intensity with this probability
     dark_background_prob: float = 0.7  # air outside the body dark, as in MRI
     blur_sigma: tuple[float, float] = (0.0, 1.0)  # Gaussian blur (partial volume), voxels
     lowres_prob: float = 0.5  # simulate thick slices / coarse acquisition along one axis
@@ -127,6 +128,8 @@ class SynthesisConfig:
             raise ValueError(f"{source}: body_crop_weight must be >= 0, got {config.body_crop_weight}")
         if not 0.0 <= float(config.body_crop_fraction) <= 1.0:
             raise ValueError(f"{source}: body_crop_fraction must be in [0, 1], got {config.body_crop_fraction}")
+        if not 0.0 <= float(config.tied_prob) <= 1.0:
+            raise ValueError(f"{source}: tied_prob must be in [0, 1], got {config.tied_prob}")
         if not 0.0 <= float(config.shift) < 0.5:
             raise ValueError(f"{source}: shift must be in [0, 0.5) (a fraction of the patch), got {config.shift}")
         return config
@@ -234,9 +237,19 @@ class AllowedChannelsd(MapTransform):
 
 def render_intensities(gen: np.ndarray, rng: np.random.RandomState, config: SynthesisConfig) -> np.ndarray:
     """An image ``gen.shape`` float32: each generation label drawn from its own Gaussian, whose mean
-    and spread are drawn per call from ``config.mean_range`` / ``config.std_range``."""
+    and spread are drawn per call from ``config.mean_range`` / ``config.std_range``. With
+    ``config.tied_prob`` each label present takes, with that probability, the Gaussian of another
+    label present: structures that share one intensity, as many do in any one MR contrast (spleen
+    and muscle, say), so that shape and context must tell them apart."""
     means = rng.uniform(*config.mean_range, size=_TABLE).astype(np.float32)
     stds = rng.uniform(*config.std_range, size=_TABLE).astype(np.float32)
+    if config.tied_prob > 0:  # no draws without it: the seeded stream stays as it was
+        present = np.unique(np.asarray(gen))
+        present = present[(present > 0) & (present != PAD)]
+        if len(present) > 1:
+            tied = present[rng.uniform(size=len(present)) < config.tied_prob]
+            donors = rng.choice(present, size=len(tied))
+            means[tied], stds[tied] = means[donors], stds[donors]
     if rng.uniform() < config.dark_background_prob:
         means[0], stds[0] = rng.uniform(0.0, 0.05), rng.uniform(0.0, 0.02)
     means[PAD], stds[PAD] = 0.0, 0.0

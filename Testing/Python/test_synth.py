@@ -12,7 +12,8 @@ import torch
 from SwinBOBLib import datasets, io, labels, phantom, training
 from SwinBOBLib.model import load_checkpoint
 from SwinBOBLib.synth import (IGNORE, PAD, PARTIAL, TISSUE_BASE, RandSlabd, SynthesisConfig, allowed_channels,
-                              generation_labels, synthesis_transforms, synthesize_volume, target_table)
+                              generation_labels, render_intensities, synthesis_transforms, synthesize_volume,
+                              target_table)
 
 LAYOUT = labels.channel_layout("ukbob", "compact")
 TINY_SYNTH = {"network": "segresnet", "feature_size": 8, "roi_size": 32, "batch_size": 2, "crops_per_volume": 2,
@@ -335,6 +336,25 @@ def test_shift_moves_the_structure_off_the_patch_centre_and_keeps_it_in_view():
     np.testing.assert_array_equal(moved, _liver_centres(SynthesisConfig(shift=0.4, **still)))
 
 
+def test_tied_labels_share_one_intensity_and_untied_ones_do_not():
+    gen = np.zeros((12, 12, 12), np.int64)
+    gen[:4], gen[4:8], gen[8:] = 5, 1, TISSUE_BASE  # liver, spleen, a tissue class of the body
+    flat = dict(std_range=(0.0, 0.0), dark_background_prob=0.0)
+
+    def ties(config, seed):
+        image = render_intensities(gen, np.random.RandomState(seed), config)
+        means = [float(image[gen == v].mean()) for v in (5, 1, TISSUE_BASE)]
+        return len(means) - len(set(means))
+
+    assert sum(ties(SynthesisConfig(**flat), seed) for seed in range(20)) == 0
+    # Every label takes a present label's Gaussian: a tie unless the three draws are a permutation.
+    assert sum(ties(SynthesisConfig(tied_prob=1.0, **flat), seed) > 0 for seed in range(20)) >= 10
+    # Seeded.
+    image = render_intensities(gen, np.random.RandomState(3), SynthesisConfig(tied_prob=1.0, **flat))
+    np.testing.assert_array_equal(image, render_intensities(gen, np.random.RandomState(3),
+                                                            SynthesisConfig(tied_prob=1.0, **flat)))
+
+
 def test_crop_sampling_options_are_checked():
     with pytest.raises(ValueError, match="crop_sampling must be one of structures, body"):
         SynthesisConfig.from_dict({"crop_sampling": "organs"})
@@ -344,6 +364,8 @@ def test_crop_sampling_options_are_checked():
         SynthesisConfig.from_dict({"body_crop_fraction": 1.5})
     with pytest.raises(ValueError, match=r"shift must be in \[0, 0.5\) \(a fraction of the patch\), got 0.5"):
         SynthesisConfig.from_dict({"shift": 0.5})
+    with pytest.raises(ValueError, match=r"tied_prob must be in \[0, 1\], got 2"):
+        SynthesisConfig.from_dict({"tied_prob": 2})
 
 
 def test_training_on_a_real_ct_label_map_gives_its_unlabelled_body_a_partial_label(samples, tmp_path, monkeypatch):
