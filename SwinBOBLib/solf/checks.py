@@ -271,12 +271,11 @@ ENCLOSED_DISTINCT = 0.1
 _DIRECTIONS = np.array([d for d in itertools.product((-1, 0, 1), repeat=3) if any(d)])
 
 
-def _scaled_channels(labelmap: np.ndarray, image: np.ndarray, every: bool = False) -> np.ndarray:
+def _scaled_channels(labelmap: np.ndarray, image: np.ndarray) -> np.ndarray:
     """``(X, Y, Z, C)`` float32, each channel's [P1, P99] over the labelled voxels mapped to [0, 1]
-    (a Dixon image's first two channels, water and fat, or with ``every`` all of them; a
-    single-channel MR or CT as is)."""
+    (every channel of a Dixon image, water and fat first; a single-channel MR or CT as one)."""
     x = np.asarray(image, np.float32)
-    x = (x if every else x[..., :2]) if x.ndim == 4 else x[..., None]
+    x = x if x.ndim == 4 else x[..., None]
     labelled = labelmap > 0
     out = np.empty_like(x)
     for c in range(x.shape[-1]):
@@ -353,7 +352,7 @@ def image_disagreement(labelmap: np.ndarray, image: np.ndarray) -> dict[int, dic
         image: ``(X, Y, Z)`` or ``(X, Y, Z, C)`` on the same grid (the first two channels for
             ``image_inside`` / ``image_outside``, every channel for ``image_enclosed``).
     """
-    every = _scaled_channels(labelmap, image, every=True)  # each channel scaled alone: water, fat first
+    every = _scaled_channels(labelmap, image)  # each channel scaled alone: water, fat first
     x = every[..., :2]
     n = int(labelmap.max()) + 1
     flat = labelmap.ravel()
