@@ -82,8 +82,9 @@ def run_child(args) -> dict:
     from monai.inferers import sliding_window_inference
 
     from SwinBOBLib import inference
-    from SwinBOBLib.etta import EttaConfig
-    from SwinBOBLib.model import CheckpointMetadata, build_model
+    from SwinBOBLib.inference.etta import EttaConfig
+    from SwinBOBLib.models.metadata import CheckpointMetadata
+    from SwinBOBLib.models.networks import build_model
 
     torch.manual_seed(0)
     device = inference.select_device(args.device)

@@ -47,7 +47,7 @@ def make_cohort(folder: Path, args) -> dict:
 
 
 def run_ablation(cohort: Path, out: Path, args) -> None:
-    from SwinBOBLib.solf import commands
+    from SwinBOBLib.cli import solf as commands
 
     code = commands.main(["solf", "ablation", str(cohort), "-o", str(out), "--workers", str(args.workers),
                           "--quiet", "--epsilons", args.epsilons])
@@ -84,7 +84,8 @@ def run_report(cohort: Path, out: Path, args) -> None:
 def real_maps(out: Path) -> list[dict]:
     """Check values and rule verdicts on the real label maps (fixed rules only: three maps are no
     cohort), with the Dice between the CT normal- and fast-model labelings per flagged structure."""
-    from SwinBOBLib import io, metrics
+    from SwinBOBLib import io
+    from SwinBOBLib.evaluation import metrics
     from SwinBOBLib.solf.checks import structure_checks
     from SwinBOBLib.solf.tables import structure_namer, write_table
 

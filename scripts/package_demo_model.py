@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from SwinBOBLib.model import load_checkpoint, save_checkpoint  # noqa: E402
+from SwinBOBLib.models.loading import load_checkpoint, save_checkpoint  # noqa: E402
 
 NAME = "swinbob-demo-synth"
 DESCRIPTION = ("small demo model (SegResNet, 6 x 6 x 4 mm) trained on a CPU on images synthesised from label maps "

@@ -5,7 +5,7 @@
 
 Each phantom label map of the run's split (``split.json`` of the checkpoint's run folder; ``--split
 val`` by default, the synthetic validation) is rendered with the training synthesis
-(``SwinBOBLib.synth.synthesize_volume``, fixed seeds ``--seeds``) on its own grid and segmented
+(``SwinBOBLib.training.synthesis.synthesize_volume``, fixed seeds ``--seeds``) on its own grid and segmented
 through ``segment_image`` (resampled to the model's grid and back), so candidates trained on
 different grids are compared on the same images. Prints, per checkpoint, the mean Dice over cases and
 seeds of liver / spleen / kidney_right / kidney_left and their mean (the number the demo model is
@@ -55,11 +55,11 @@ def main(argv=None) -> int:
     import torch
 
     from SwinBOBLib import io, labels
+    from SwinBOBLib.evaluation.metrics import dice
     from SwinBOBLib.inference import InferenceConfig, segment_image, window_overlap
-    from SwinBOBLib.metrics import dice
-    from SwinBOBLib.model import load_checkpoint
-    from SwinBOBLib.augment import lateral_swap_table
-    from SwinBOBLib.synth import SynthesisConfig, generation_labels, synthesize_volume
+    from SwinBOBLib.labels.layouts import lateral_swap_table
+    from SwinBOBLib.models.loading import load_checkpoint
+    from SwinBOBLib.training.synthesis import SynthesisConfig, generation_labels, synthesize_volume
 
     torch.set_num_threads(args.threads)
     layout = labels.channel_layout("ukbob", "full")

@@ -24,7 +24,7 @@ import numpy as np
 
 from SwinBOBLib import io as swinbob_io
 from SwinBOBLib import labels as swinbob_labels
-from SwinBOBLib import metrics
+from SwinBOBLib.evaluation import metrics
 
 #: Columns of the agreement rows (automatic vs corrected, one row per structure in either).
 AGREEMENT_COLUMNS = ("label", "structure", "voxels_automatic", "voxels_corrected", "dice", "hd95_mm")
@@ -107,7 +107,7 @@ def agreementRows(automatic: np.ndarray, corrected: np.ndarray, spacing, scheme:
         automatic, corrected: ``(I, J, K)`` label maps on one grid.
         spacing: voxel size in mm per axis.
     Dice is 1 and HD95 0 for identical structures; a structure in only one map has Dice 0 and
-    HD95 as :func:`SwinBOBLib.metrics.hausdorff` defines it for an empty side.
+    HD95 as :func:`SwinBOBLib.evaluation.metrics.hausdorff` defines it for an empty side.
     """
     automatic, corrected = np.asarray(automatic), np.asarray(corrected)
     if automatic.shape != corrected.shape:

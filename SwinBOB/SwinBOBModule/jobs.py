@@ -1,7 +1,7 @@
 """Long jobs in a background process: ``swinbob segment`` reporting JSON-lines progress.
 
 The child writes one JSON object per line on stdout (``--progress-json -``, written by
-:class:`SwinBOBLib.progress.ProgressWriter`)::
+:class:`SwinBOBLib.runtime.progress.ProgressWriter`)::
 
     {"event": "start", "cases": N}
     {"event": "progress", "stage": "etta" | "sliding_window", "done": d, "total": t, "case": id}
@@ -56,7 +56,7 @@ CANCEL_GRACE_S = 5.0
 #: Seconds between two scans of the job's process tree while it runs.
 TREE_SCAN_INTERVAL_S = 1.0
 #: Environment variable naming the file whose existence asks a job to stop cleanly
-#: (read by :class:`SwinBOBLib.progress.StopFlag`).
+#: (read by :class:`SwinBOBLib.runtime.stop.StopFlag`).
 STOP_FILE_ENV = "SWINBOB_STOP_FILE"
 
 

@@ -97,7 +97,7 @@ class SwinBOBLogic:
 
     Args:
         scene: the MRML scene (default: ``slicer.mrmlScene`` at call time).
-        modelLoader: ``path -> (model, metadata)`` (default :func:`SwinBOBLib.model.load_checkpoint`).
+        modelLoader: ``path -> (model, metadata)`` (default :func:`SwinBOBLib.models.load_checkpoint`).
         jobFactory: ``(command, env=...) -> BackgroundJob``-like (tests inject fakes).
         torchModule: the torch module to describe devices with (tests inject fakes).
     """
@@ -165,7 +165,7 @@ class SwinBOBLogic:
         if key not in self._modelCache:
             loader = self._modelLoader
             if loader is None:
-                from SwinBOBLib.model import load_checkpoint as loader
+                from SwinBOBLib.models.loading import load_checkpoint as loader
             self._modelCache = {key: loader(path)}
         return self._modelCache[key]
 
@@ -208,13 +208,13 @@ class SwinBOBLogic:
         """What a checkpoint is, for the panel: ``{"path", "name", "demo", "description", "scheme",
         "text"}`` (``text``: the lines to show; a demo model says so plainly).
 
-        Uses ``SwinBOBLib.model.describe_checkpoint`` where the library has it, else the metadata
-        of :func:`SwinBOBLib.model.load_checkpoint`. Raises what they raise for a bad file.
+        Uses ``SwinBOBLib.inference.provenance.describe_checkpoint`` where the library has it, else
+        the metadata of :func:`SwinBOBLib.models.load_checkpoint`. Raises what they raise for a bad file.
         """
-        from SwinBOBLib import model as modelModule
+        from SwinBOBLib.inference import provenance
 
         checkpoint = self.checkpointPath(path)
-        describe = getattr(modelModule, "describe_checkpoint", None)
+        describe = getattr(provenance, "describe_checkpoint", None)
         if describe is not None:
             info = dict(describe(checkpoint))
         else:
@@ -326,7 +326,7 @@ class SwinBOBLogic:
         segmentationNode = nodes.segmentationFromLabelmap(labels, scene, f"{base} SwinBOB", inputNode, scheme)
         entropyNode = nodes.entropyVolumeFromImage(entropy, scene, f"{base} entropy")
         if rows is None:
-            from SwinBOBLib.segment import organ_rows
+            from SwinBOBLib.outputs.organs import organ_rows
 
             rows = organ_rows(labels.array, entropy.array, reference.spacing, scheme, structures)
         tableNode = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(f"{base} organs"))

@@ -226,7 +226,7 @@ class SegmentationOptions:
 
     def ettaConfig(self):
         """The library's :class:`EttaConfig` for these options."""
-        from SwinBOBLib.etta import EttaConfig
+        from SwinBOBLib.inference.etta import EttaConfig
 
         return EttaConfig(steps=int(self.ettaSteps), lr=float(self.ettaLearningRate), seed=self.seed)
 

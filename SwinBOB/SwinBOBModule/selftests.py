@@ -38,7 +38,9 @@ def make_tiny_checkpoint(path) -> str:
     """A 12-feature Swin-BOB with random weights that runs on a 15 mm grid (1-3 windows on a CPU)."""
     import torch
 
-    from SwinBOBLib.model import CheckpointMetadata, build_model, save_checkpoint
+    from SwinBOBLib.models.loading import save_checkpoint
+    from SwinBOBLib.models.metadata import CheckpointMetadata
+    from SwinBOBLib.models.networks import build_model
 
     torch.manual_seed(0)  # the same weights every time, so results and pictures are reproducible
     model = build_model(feature_size=12, in_channels=1)

@@ -29,13 +29,25 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .bounds import fit_bounds, flag
-from .checks import CHECKS, STRUCTURAL_CHECKS, bounded_features, check_flags, cohort_size_warning, combined_verdict, out_of_range_signals
+from SwinBOBLib.solf.bounds import fit_bounds, flag
+from SwinBOBLib.solf.checks import (
+    CHECKS,
+    STRUCTURAL_CHECKS,
+    bounded_features,
+    check_flags,
+    cohort_size_warning,
+    combined_verdict,
+    out_of_range_signals,
+)
 
 Cohort = Mapping[str, Mapping[int, Mapping[str, float]]]
+
+
 Pairs = set[tuple[str, int]]
 
+
 EPSILONS = (0, 1, 2, 3, 4, 5)
+
 
 #: Tukey's fences: out of [Q1 - k IQR, Q3 + k IQR].
 IQR_K = 1.5

@@ -25,18 +25,51 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..io import write_text_atomic
+from SwinBOBLib.io.files import write_text_atomic
+from SwinBOBLib.labels.schemes import get_scheme
+
+#: ``solf check`` refuses a label map lacking more than this share of the structures the bounds'
+#: cohort always has: it is almost certainly a map of another scheme.
+FOREIGN_MISSING_SHARE = 0.25
+
+
+def check_scheme(path: str, scheme: str | None, bounds, features, partial: bool = False) -> None:
+    """Refuse to judge a label map against bounds of another label scheme.
+
+    Raises:
+        ValueError: ``scheme`` (the map's, if given) differs from the bounds' scheme, or the map
+            lacks more than :data:`FOREIGN_MISSING_SHARE` of the structures nearly every cohort
+            sample has (a total_mr map against ukbob bounds).
+    """
+
+    if scheme and bounds.scheme and get_scheme(scheme).name != get_scheme(bounds.scheme).name:
+        raise ValueError(f"{path}: a '{get_scheme(scheme).name}' label map cannot be checked against SOLF bounds "
+                         f"of '{bounds.scheme}' maps; fit bounds on a cohort of this scheme (swinbob solf run) "
+                         f"or map it first (swinbob remap)")
+    expected = [label for label, share in bounds.presence.items() if share >= MISSING_PRESENCE]
+    missing = [label for label in expected if label not in features]
+    if expected and len(missing) > FOREIGN_MISSING_SHARE * len(expected) and not partial:
+        raise ValueError(f"{path}: lacks {len(missing)} of the {len(expected)} structures nearly every sample of "
+                         f"the bounds' cohort ('{bounds.scheme or 'unknown'}' scheme) has; is it a label map of "
+                         "another scheme? Check it against bounds fitted on its own scheme, or map it first "
+                         "(swinbob remap). If it is a map of this scheme covering part of the body (a thin "
+                         "slab), pass --partial")
+
 
 #: The three SOLF features, in the paper's order.
 SOLF_FEATURES = ("normalized_volume", "sphericity", "eccentricity")
 
+
 #: Flag a sample's structure as inaccurate when at least this many features are out of range.
 MIN_OUT_OF_RANGE = 2
+
 
 #: A structure present in at least this fraction of the cohort is expected in every sample.
 MISSING_PRESENCE = 0.95
 
+
 BOUNDS_FORMAT = "swinbob-solf-bounds"
+
 
 Features = Mapping[int, Mapping[str, float]]
 
@@ -225,7 +258,6 @@ def flagged_structures(flags: Mapping[int, Mapping]) -> list[int]:
 def _name_of(scheme: str | None, label: int) -> str:
     if scheme is None:
         return str(label)
-    from ..labels import get_scheme
 
     try:
         return get_scheme(scheme).name_of(label)

@@ -29,7 +29,8 @@ from typing import Callable, Mapping
 import numpy as np
 from scipy import ndimage
 
-from .bounds import check_epsilon
+from SwinBOBLib.labels.schemes import get_scheme
+from SwinBOBLib.solf.bounds import check_epsilon
 
 
 @dataclass(frozen=True)
@@ -109,11 +110,14 @@ CHECKS: dict[str, Check] = {c.name: c for c in (
           "given, e.g. segment's entropy output)", (), needs="entropy"),
 )}
 
+
 #: Every value the checks read, in column order.
 CHECK_FEATURES = tuple(v for c in CHECKS.values() for v in c.values)
 
+
 #: Checks bounded by the cohort (all but the fixed side rule), and the values they bound.
 BOUNDED_FEATURES = tuple(v for c in CHECKS.values() if c.rule != "side" for v in c.values)
+
 
 #: Checks every label map has values for (the others need an image, an entropy map or a scheme).
 STRUCTURAL_CHECKS = tuple(name for name, c in CHECKS.items() if not c.needs)
@@ -258,16 +262,24 @@ def _structure_values(mask, box, affine, spacing, midline_x: float, axis: int, e
 #: each channel to [0, 1]) for their voxels to tell them apart, and a voxel must lie this much nearer
 #: the other's median than its own to count as the other's tissue.
 IMAGE_DISTINCT, IMAGE_MARGIN = 0.15, 0.05
+
+
 #: Width (voxels) of the Gaussian that smooths the bias field divided out first.
 IMAGE_BIAS_SIGMA = 4.0
+
+
 #: ``image_enclosed``: a voxel is enclosed by a structure when at least ENCLOSED_DIRECTIONS of the
 #: 26 grid directions meet the structure within ENCLOSED_REACH voxels (a voxel outside a flat face
 #: meets it in 9 directions, a one-voxel dent in the face in 17, a hole's voxels in nearly all 26).
 ENCLOSED_DIRECTIONS, ENCLOSED_REACH = 16, 4
+
+
 #: ``image_enclosed`` compares every channel (a Dixon image's in- and opposed-phase too: a hole's few
 #: voxels are told apart from a similar tissue by the channel that separates them most), so pairs of
 #: labels count as distinct from this median distance on.
 ENCLOSED_DISTINCT = 0.1
+
+
 _DIRECTIONS = np.array([d for d in itertools.product((-1, 0, 1), repeat=3) if any(d)])
 
 
@@ -353,10 +365,25 @@ def image_disagreement(labelmap: np.ndarray, image: np.ndarray) -> dict[int, dic
             ``image_inside`` / ``image_outside``, every channel for ``image_enclosed``).
     """
     every = _scaled_channels(labelmap, image)  # each channel scaled alone: water, fat first
-    x = every[..., :2]
     n = int(labelmap.max()) + 1
+    medians = _label_medians(labelmap, n)
+    every = every / np.maximum(_bias_field(labelmap, every[..., :2], medians), 0.3)[..., None]
+    every_med = medians(every)
+    inside, outside = _boundary_disagreement(labelmap, every[..., :2], every_med[:, :2])
+    voxels = np.bincount(labelmap.ravel(), minlength=n)
+    held = np.bincount(labelmap[inside], minlength=n)
+    lent = np.bincount(np.array([t for _, t in outside], np.int64), minlength=n)
+    enclosed = _enclosed_disagreement(labelmap, every, every_med)
+    return {int(l): {"image_inside": float(held[l] / voxels[l]), "image_outside": float(lent[l] / voxels[l]),
+                     "image_enclosed": float(enclosed[l])}
+            for l in range(1, n) if voxels[l]}
+
+
+def _label_medians(labelmap: np.ndarray, n: int):
+    """``medians(values)``: ``(n, C)`` per-label medians of ``values`` ``(X, Y, Z, C)``, with the
+    voxels grouped by label once (one stable sort, radix for small integers)."""
     flat = labelmap.ravel()
-    order = np.argsort(flat, kind="stable")  # one sort (radix for small integers) groups every label
+    order = np.argsort(flat, kind="stable")
     starts = np.searchsorted(flat[order], np.arange(n + 1))
 
     def medians(values):
@@ -367,15 +394,22 @@ def image_disagreement(labelmap: np.ndarray, image: np.ndarray) -> dict[int, dic
                 med[label] = np.median(grouped[starts[label]:starts[label + 1]], axis=0)
         return med
 
+    return medians
+
+
+def _bias_field(labelmap: np.ndarray, x: np.ndarray, medians) -> np.ndarray:
+    """The smooth multiplicative bias field ``(X, Y, Z)``: the image over its labels' medians,
+    smoothed (outside the labels and where the reference is dark, weighted out)."""
     reference = medians(x)[labelmap].sum(-1)
     weight = ((labelmap > 0) & (reference > 0.05)).astype(np.float32)
     ratio = np.where(weight > 0, x.sum(-1) / np.maximum(reference, 1e-3), 0.0)
-    field = (ndimage.gaussian_filter(ratio * weight, IMAGE_BIAS_SIGMA)
-             / np.maximum(ndimage.gaussian_filter(weight, IMAGE_BIAS_SIGMA), 1e-3))
-    every = every / np.maximum(field, 0.3)[..., None]
-    x = every[..., :2]
-    every_med = medians(every)
-    med = every_med[:, :2]
+    return (ndimage.gaussian_filter(ratio * weight, IMAGE_BIAS_SIGMA)
+            / np.maximum(ndimage.gaussian_filter(weight, IMAGE_BIAS_SIGMA), 1e-3))
+
+
+def _boundary_disagreement(labelmap: np.ndarray, x: np.ndarray, med: np.ndarray):
+    """``(inside, outside)``: the voxels touching another structure whose intensity fits that
+    neighbour better than their own label (bool ``(X, Y, Z)``), and ``{(flat index, neighbour)}``."""
     inside = np.zeros(labelmap.shape, bool)
     outside = set()
     for axis in range(3):
@@ -392,13 +426,7 @@ def image_disagreement(labelmap: np.ndarray, image: np.ndarray) -> dict[int, dic
             where = np.flatnonzero(touching)[fits_theirs]
             inside.ravel()[where] = True
             outside.update(zip(where.tolist(), theirs[fits_theirs].tolist()))
-    voxels = np.bincount(labelmap.ravel(), minlength=n)
-    held = np.bincount(labelmap[inside], minlength=n)
-    lent = np.bincount(np.array([t for _, t in outside], np.int64), minlength=n)
-    enclosed = _enclosed_disagreement(labelmap, every, every_med)
-    return {int(l): {"image_inside": float(held[l] / voxels[l]), "image_outside": float(lent[l] / voxels[l]),
-                     "image_enclosed": float(enclosed[l])}
-            for l in range(1, n) if voxels[l]}
+    return inside, outside
 
 
 @functools.lru_cache(maxsize=None)
@@ -406,7 +434,6 @@ def partner_labels(scheme: str | None) -> dict[int, int]:
     """``{label: its other-side partner}`` of a scheme (``{}`` without one)."""
     if scheme is None:
         return {}
-    from ..labels import get_scheme
 
     return get_scheme(scheme).lateral_partners()
 

@@ -25,20 +25,28 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .bounds import write_text_atomic
-from .features import organ_features
+from SwinBOBLib import io
+from SwinBOBLib.io.files import write_text_atomic
+from SwinBOBLib.solf.body import body_mask_from_image
+from SwinBOBLib.solf.checks import partner_labels, structure_checks, superior_axis
+from SwinBOBLib.solf.features import organ_features
 
 LABELMAP_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".nhdr", ".mha", ".mhd")
+
 
 #: Which per-structure checks a cohort run computes beside the SOLF features: every one that has
 #: its inputs, the label-only ones (no image read, no partner pairs: half the time on UKBOB-size
 #: maps), or none (the SOLF features alone, ~35 ms per map).
 CHECK_SETS = ("all", "labels", "none")
 
+
 #: Where V_body comes from: the body-mask file, the image (segmented), or the non-zero labels.
 BODY_SOURCES = ("auto", "labels", "image", "mask")
 
+
 STORE_NAME = "features.jsonl"
+
+
 RUN_CONFIG_NAME = "run_config.json"
 
 
@@ -145,8 +153,6 @@ def _body_source(sample: Sample, body: str) -> str:
 
 def _body_mask(sample: Sample, body: str, shape, image: np.ndarray | None = None) -> np.ndarray | None:
     """V_body's mask (None: the labels), ``image`` the sample's image if already read."""
-    from .. import io
-    from .body import body_mask_from_image
 
     body = _body_source(sample, body)
     if body == "labels":
@@ -177,8 +183,6 @@ def compute_sample(sample: Sample, body: str = "auto", labels: Sequence[int] | N
         ``{"id", "labelmap", "version", "files", "shape", "spacing", "features": {"<label>": {...}},
         "warnings", "load_s", "compute_s"}``, or ``{"id", "labelmap", "error"}``.
     """
-    from .. import io
-    from .checks import partner_labels, structure_checks
 
     started = time.perf_counter()
     try:
@@ -210,14 +214,13 @@ def compute_sample(sample: Sample, body: str = "auto", labels: Sequence[int] | N
 #: image checks; 4: image_enclosed), so old stores recompute.
 RECORD_VERSION = 4
 
+
 #: A label map whose labels cover less than this share of its outline is taken as organs only
 #: (measured: 0.97-0.98 on the UKBOB phantoms, 0.65 and 0.51 on the TotalSegmentator CT and MR samples).
 ORGAN_ONLY_COVERAGE = 0.85
 
 
 def _entropy(sample: Sample, shape) -> np.ndarray | None:
-    from .. import io
-
     if sample.entropy is None:
         return None
     array = io.load_image(sample.entropy).array
@@ -243,7 +246,6 @@ def labelled_coverage(labelmap: np.ndarray, affine: np.ndarray) -> float:
     The outline of each axial slice: the voxels between the first and last labelled voxel of
     their row or of their column.
     """
-    from .checks import superior_axis
 
     labelled = np.asarray(labelmap) != 0
     if not labelled.any():

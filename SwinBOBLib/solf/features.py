@@ -44,6 +44,7 @@ FEATURES: dict[str, tuple[str, str]] = {
     "eccentricity": ("", "sqrt(1 - l_min / l_max) of the coordinate covariance in mm"),
 }
 
+
 # Above this label value, labels are renumbered first (np.unique) to keep the per-label tables small.
 _MAX_DIRECT_LABEL = 1 << 20
 

@@ -7,10 +7,29 @@ import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import tables
-from .bounds import MISSING_PRESENCE, check_epsilon, fit_bounds, flag_cohort, save_bounds, write_text_atomic
-from .cohort import BODY_SOURCES, CohortFeatures, compute_features, find_samples
-from .report import write_report
+from SwinBOBLib.io.files import write_text_atomic
+from SwinBOBLib.labels.schemes import get_scheme
+from SwinBOBLib.solf.bounds import (
+    MISSING_PRESENCE,
+    check_epsilon,
+    cohort_record,
+    fit_bounds,
+    flag_cohort,
+    save_bounds,
+)
+from SwinBOBLib.solf.checks import cohort_size_warning
+from SwinBOBLib.solf.cohort import BODY_SOURCES, CohortFeatures, compute_features, find_samples
+from SwinBOBLib.solf.report import write_report
+from SwinBOBLib.solf.tables import (
+    FEATURE_COLUMNS,
+    FLAG_COLUMNS,
+    QC_COLUMNS,
+    feature_rows,
+    flag_rows,
+    qc_list,
+    write_qc_json,
+    write_table,
+)
 
 
 @dataclass
@@ -58,7 +77,6 @@ def check_config(config: RunConfig) -> None:
     if config.workers is not None and config.workers < 1:
         raise ValueError(f"--workers {config.workers} must be at least 1")
     if config.scheme is not None:
-        from ..labels import get_scheme
 
         get_scheme(config.scheme)
 
@@ -75,7 +93,6 @@ def run_cohort(config: RunConfig, **hooks) -> RunResult:
                               scheme=config.scheme, checks=config.checks, **hooks)
     cohort = result.cohort()
     bounds = fit_bounds(cohort, config.epsilon, scheme=config.scheme)
-    from .bounds import cohort_record
 
     description, synthetic = _describe_cohort(config.cohort, len(cohort))
     bounds.cohort = cohort_record([result.records[i] for i in sorted(result.records)], description, synthetic)
@@ -102,16 +119,16 @@ def _describe_cohort(cohort_path, n: int) -> tuple[str, bool | None]:
 def _write_outputs(config, out_dir, samples, result: CohortFeatures, cohort, bounds, flags) -> RunResult:
     files = {}
     write_text_atomic(out_dir / "config.json", _json(asdict(config)))
-    files["features"] = tables.write_table(tables.feature_rows(cohort, config.scheme),
-                                           out_dir / "features.csv", tables.FEATURE_COLUMNS)
+    files["features"] = write_table(feature_rows(cohort, config.scheme),
+                                           out_dir / "features.csv", FEATURE_COLUMNS)
     save_bounds(bounds, out_dir / "bounds.json")
     files["bounds"] = [out_dir / "bounds.json"]
-    files["flags"] = tables.write_table(tables.flag_rows(flags, config.scheme), out_dir / "flags.csv",
-                                        tables.FLAG_COLUMNS)
-    qc_rows = tables.qc_list(flags, {s.id: s for s in samples}, config.scheme)
-    files["qc_list"] = tables.write_table(qc_rows, out_dir / "qc_list.csv", tables.QC_COLUMNS)
-    tables.write_qc_json(qc_rows, flags, out_dir / "qc_list.json")
-    files["errors"] = tables.write_table(result.errors, out_dir / "errors.csv", ("id", "labelmap", "error"))
+    files["flags"] = write_table(flag_rows(flags, config.scheme), out_dir / "flags.csv",
+                                        FLAG_COLUMNS)
+    qc_rows = qc_list(flags, {s.id: s for s in samples}, config.scheme)
+    files["qc_list"] = write_table(qc_rows, out_dir / "qc_list.csv", QC_COLUMNS)
+    write_qc_json(qc_rows, flags, out_dir / "qc_list.json")
+    files["errors"] = write_table(result.errors, out_dir / "errors.csv", ("id", "labelmap", "error"))
     counts = _counts(flags)
     notes = run_warnings(result, len(cohort), config.epsilon)
     summary = {"cohort": config.cohort, "samples": len(samples), "features computed": len(cohort),
@@ -129,7 +146,6 @@ def _write_outputs(config, out_dir, samples, result: CohortFeatures, cohort, bou
 def run_warnings(result: CohortFeatures, n_samples: int, epsilon: float) -> list[str]:
     """What the report must warn about: a cohort too small for epsilon, and label maps that label
     organs only while ``--body auto`` took their labelled voxels as the body."""
-    from .checks import cohort_size_warning
 
     notes = [w for w in [cohort_size_warning(n_samples, epsilon)] if w]
     organ_only = [w for r in result.records.values() for w in r.get("warnings", [])]

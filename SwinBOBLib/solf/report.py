@@ -1,5 +1,6 @@
 """Markdown report of a SOLF cohort run, with per-structure distributions before and after filtering
-(like the UKBOB paper's figure 8) drawn by matplotlib (Agg, no display needed)."""
+(like the UKBOB paper's figure 8) drawn by matplotlib (Agg, no display needed).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .bounds import SOLF_FEATURES, Bounds, write_text_atomic
-from .tables import structure_namer
+from SwinBOBLib.io.files import write_text_atomic
+from SwinBOBLib.labels.schemes import get_scheme
+from SwinBOBLib.solf.bounds import SOLF_FEATURES, Bounds
+from SwinBOBLib.solf.tables import structure_namer
 
 FIGURE_DISTRIBUTIONS = "distributions.png"
+
+
 FIGURE_MEAN_VOLUME = "mean_normalized_volume.png"
 
 
@@ -43,7 +48,6 @@ def structure_groups(labels: Sequence[int], scheme: str | None) -> list[tuple[st
     without a scheme, or for labels the scheme lacks: "other")."""
     if scheme is None:
         return [("structures", list(labels))]
-    from ..labels import get_scheme
 
     table = get_scheme(scheme).structures
     groups: dict[str, list[int]] = {}

@@ -1,5 +1,6 @@
 """Tables of a cohort run: features, flags and the QC list of flagged samples (CSV; Parquet too
-when pyarrow is installed). Rows are plain dicts, generated lazily for the per-structure tables."""
+when pyarrow is installed). Rows are plain dicts, generated lazily for the per-structure tables.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
-from .bounds import SOLF_FEATURES, write_text_atomic
-from .features import FEATURES
+from SwinBOBLib.io.files import write_text_atomic
+from SwinBOBLib.labels.schemes import get_scheme
+from SwinBOBLib.solf.bounds import SOLF_FEATURES
+from SwinBOBLib.solf.features import FEATURES
 
 #: Severity weight of a missing structure (an inaccurate one weighs its out-of-range features, 2 or 3).
 MISSING_WEIGHT = 2
@@ -21,7 +24,6 @@ def structure_namer(scheme: str | None) -> Callable[[int], str]:
     """label -> structure name in ``scheme`` (``label_<n>`` for values the scheme lacks)."""
     if scheme is None:
         return lambda label: f"label_{label}"
-    from ..labels import get_scheme
 
     table = get_scheme(scheme)
 
@@ -127,8 +129,12 @@ def read_csv(path: str | os.PathLike) -> list[dict]:
 
 
 FEATURE_COLUMNS = ("id", "label", "name", *FEATURES)
+
+
 FLAG_COLUMNS = ("id", "label", "name", *(f"{f}_out" for f in SOLF_FEATURES), "n_out_of_range",
                 "inaccurate", "missing")
+
+
 QC_COLUMNS = ("rank", "id", "severity", "n_inaccurate", "n_missing", "n_out_of_range", "inaccurate",
               "missing", "inaccurate_labels", "missing_labels", "labelmap", "image")
 

@@ -141,3 +141,35 @@ def render_figure(rendered: dict, path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+# ----------------------------------------------------------------------------- the .ui under Qt
+
+#: Slicer/CTK classes the .ui may use, with the Qt class their placeholder derives from.
+SLICER_WIDGET_CLASSES = {"qMRMLWidget": "QWidget", "ctkCollapsibleButton": "QWidget", "qMRMLNodeComboBox": "QWidget",
+                         "ctkPathLineEdit": "QWidget", "ctkSliderWidget": "QWidget"}
+#: The placeholder classes, made once and kept for the process: QUiLoader.registerCustomWidget does
+#: not hold a reference, and a class collected before ``load`` is a segmentation fault in Qt.
+_PLACEHOLDERS: dict = {}
+
+
+def load_ui(path):
+    """``(QApplication, widget)``: a .ui file loaded with PySide6 (set QT_QPA_PLATFORM=offscreen
+    first), Slicer's own widget classes registered as placeholder widgets of the same name."""
+    from PySide6 import QtWidgets
+    from PySide6.QtCore import QFile
+    from PySide6.QtUiTools import QUiLoader
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    if not _PLACEHOLDERS:
+        _PLACEHOLDERS.update({name: type(name, (getattr(QtWidgets, base),), {})
+                              for name, base in SLICER_WIDGET_CLASSES.items()})
+    loader = QUiLoader()
+    for placeholder in _PLACEHOLDERS.values():
+        loader.registerCustomWidget(placeholder)
+    handle = QFile(str(path))
+    assert handle.open(QFile.ReadOnly), f"cannot open {path}"
+    widget = loader.load(handle)
+    handle.close()
+    assert widget is not None, loader.errorString()
+    return app, widget

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from SwinBOBLib import augment
 from SwinBOBLib.labels import channel_layout, get_scheme
+from SwinBOBLib.training import augment
 
 LAYOUT = channel_layout("ukbob", "compact")
 SCHEME = get_scheme("ukbob")

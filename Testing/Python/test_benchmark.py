@@ -6,9 +6,12 @@ import shutil
 
 import pytest
 
-from SwinBOBLib import benchmark, phantom
+from SwinBOBLib import phantom
 from SwinBOBLib.cli import main
-from SwinBOBLib.model import CheckpointMetadata, build_model, save_checkpoint
+from SwinBOBLib.evaluation import benchmark
+from SwinBOBLib.models.loading import save_checkpoint
+from SwinBOBLib.models.metadata import CheckpointMetadata
+from SwinBOBLib.models.networks import build_model
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from SwinBOBLib import cli, heads, io
-from SwinBOBLib.checkpoints import image_modality, preprocessing_record, read_checkpoint
-from SwinBOBLib.etta import EttaConfig
+from SwinBOBLib import cli, io
 from SwinBOBLib.inference import InferenceConfig, normalize_intensity, segment_image
+from SwinBOBLib.inference.etta import EttaConfig
+from SwinBOBLib.inference.preprocess import image_modality
+from SwinBOBLib.inference.provenance import describe_checkpoint, preprocessing_record
 from SwinBOBLib.labels import channel_layout
-from SwinBOBLib.model import (CheckpointMetadata, build_model, describe_checkpoint, load_checkpoint,
-                              save_checkpoint)
-from SwinBOBLib.networks_legacy import variant_for_monai_version, variant_of
+from SwinBOBLib.models import heads
+from SwinBOBLib.models.legacy import variant_for_monai_version, variant_of
+from SwinBOBLib.models.loading import load_checkpoint, read_checkpoint, save_checkpoint
+from SwinBOBLib.models.metadata import CheckpointMetadata
+from SwinBOBLib.models.networks import build_model
 
 FIXTURE = Path(__file__).resolve().parents[1] / "Data" / "fixtures" / "monai14_swinunetr"
 sys.path.insert(0, str(FIXTURE))

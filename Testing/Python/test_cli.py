@@ -29,7 +29,7 @@ def test_labels_ukbob_prints_index_tab_name():
     assert result.returncode == 0
     rows = [line.split("\t") for line in result.stdout.splitlines()]
     table = [line.split("\t") for line in
-             (REPO / "SwinBOBLib" / "data" / "schemes" / "ukbob.tsv").read_text().splitlines()[1:]]
+             (REPO / "SwinBOBLib" / "labels" / "data" / "schemes" / "ukbob.tsv").read_text().splitlines()[1:]]
     expected = [(i, n) for i, n in table if i != "0" and n != "unused"]
     assert [(r[0], r[1]) for r in rows] == expected and len(rows) == 71
 

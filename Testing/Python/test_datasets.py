@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from SwinBOBLib import datasets
+from SwinBOBLib.io import datasets
 from SwinBOBLib.labels import get_scheme
 
 

@@ -5,8 +5,9 @@ import json
 
 import numpy as np
 
-from SwinBOBLib import demo, io
-from SwinBOBLib.resources import DEFAULT_BOUNDS, DEMO_MODEL
+from SwinBOBLib import io
+from SwinBOBLib.runtime.resources import DEFAULT_BOUNDS, DEMO_MODEL
+from SwinBOBLib.workflows import demo
 
 
 def test_demo_with_the_bundled_model_and_bounds(tmp_path, samples):

@@ -7,8 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from SwinBOBLib import etta
-from SwinBOBLib.model import build_model
+from SwinBOBLib.inference import etta
+from SwinBOBLib.inference.tta import flip_sets, flip_tta
+from SwinBOBLib.models.heads import entropy_map
+from SwinBOBLib.models.networks import build_model
 
 
 class TinyNet(nn.Module):
@@ -49,24 +51,24 @@ def tiny():
 
 def test_entropy_of_one_hot_is_zero_and_uniform_is_one():
     one_hot = nn.functional.one_hot(torch.randint(0, 72, (2, 3, 4, 5)), 72).permute(0, 4, 1, 2, 3).float()
-    h = etta.entropy_map(one_hot)
+    h = entropy_map(one_hot)
     assert h.shape == (2, 3, 4, 5)
     assert torch.allclose(h, torch.zeros_like(h), atol=1e-5)
     uniform = torch.full((1, 7, 2, 2, 2), 1 / 7)
-    assert torch.allclose(etta.entropy_map(uniform), torch.ones(1, 2, 2, 2), atol=1e-5)
+    assert torch.allclose(entropy_map(uniform), torch.ones(1, 2, 2, 2), atol=1e-5)
 
 
 def test_entropy_is_normalised_by_log_classes():
     probs = torch.tensor([0.5, 0.5, 0.0, 0.0]).view(1, 4, 1, 1, 1)
-    assert etta.entropy_map(probs).item() == pytest.approx(math.log(2) / math.log(4), abs=1e-5)
+    assert entropy_map(probs).item() == pytest.approx(math.log(2) / math.log(4), abs=1e-5)
     logits = torch.randn(1, 4, 3, 3, 3)
     assert etta.entropy_loss(logits).item() == pytest.approx(
-        etta.entropy_map(torch.softmax(logits, 1)).mean().item(), abs=1e-5)
+        entropy_map(torch.softmax(logits, 1)).mean().item(), abs=1e-5)
 
 
 def test_entropy_refuses_single_class():
     with pytest.raises(ValueError, match="C >= 2"):
-        etta.entropy_map(torch.ones(1, 1, 2, 2, 2))
+        entropy_map(torch.ones(1, 1, 2, 2, 2))
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -140,7 +142,7 @@ def test_batchnorm_statistics_are_re_estimated_on_the_whole_scan(tiny):
 
 def _entropy_of(model, x):
     with torch.no_grad():
-        return etta.entropy_map(torch.softmax(model(x), 1))
+        return entropy_map(torch.softmax(model(x), 1))
 
 
 def test_entropy_before_and_after_are_whole_scan_means_without_padding(tiny):
@@ -223,10 +225,10 @@ def test_adapt_on_a_tiny_swin_unetr():
 
 
 def test_flip_sets():
-    assert len(etta.flip_sets(8)) == 8 and etta.flip_sets(8)[0] == ()
-    assert etta.flip_sets(4) == [(), (2,), (3,), (4,)]
+    assert len(flip_sets(8)) == 8 and flip_sets(8)[0] == ()
+    assert flip_sets(4) == [(), (2,), (3,), (4,)]
     with pytest.raises(ValueError):
-        etta.flip_sets(3)
+        flip_sets(3)
 
 
 def test_flip_tta_maps_predictions_back_voxel_for_voxel():
@@ -235,7 +237,7 @@ def test_flip_tta_maps_predictions_back_voxel_for_voxel():
     def voxelwise(patch):  # equivariant: flipping in and back out changes nothing
         return torch.softmax(torch.cat([patch, -patch]), 0).reshape(1, 2, *patch.shape[2:])
 
-    assert torch.allclose(etta.flip_tta(voxelwise, 8)(x), voxelwise(x), atol=1e-6)
+    assert torch.allclose(flip_tta(voxelwise, 8)(x), voxelwise(x), atol=1e-6)
 
     def by_side(patch):  # a network that names a structure by its side: channel 1 = "left" (high x)
         p = torch.zeros(patch.shape[0], 3, *patch.shape[2:])
@@ -245,11 +247,11 @@ def test_flip_tta_maps_predictions_back_voxel_for_voxel():
 
     # A left-right flip shows it the left structure where the right one would be and it says
     # "right"; flipped back unswapped, that answer lands on the left structure.
-    unswapped = etta.flip_tta(by_side, 4)(x)
+    unswapped = flip_tta(by_side, 4)(x)
     assert torch.allclose(unswapped[0, 1, 3:], torch.tensor(0.75))
     assert torch.allclose(unswapped[0, 2, 3:], torch.tensor(0.25))
     # With the paired channels exchanged, every flip agrees with the unflipped pass.
-    swapped = etta.flip_tta(by_side, 8, swap_table=[0, 2, 1])(x)
+    swapped = flip_tta(by_side, 8, swap_table=[0, 2, 1])(x)
     assert torch.equal(swapped, by_side(x))
 
 

@@ -20,9 +20,13 @@ import numpy as np
 import pytest
 import torch
 
-from SwinBOBLib import benchmark, io, phantom
+from SwinBOBLib import io, phantom
 from SwinBOBLib.cli import main
-from SwinBOBLib.model import CheckpointMetadata, build_model, save_checkpoint
+from SwinBOBLib.evaluation import benchmark
+from SwinBOBLib.io import readers, writers
+from SwinBOBLib.models.loading import save_checkpoint
+from SwinBOBLib.models.metadata import CheckpointMetadata
+from SwinBOBLib.models.networks import build_model
 
 REPO = Path(__file__).resolve().parents[2]
 MR = "example_mr_sm.nii.gz"
@@ -115,7 +119,7 @@ def test_dicom_folder_as_output_stays_one_series(checkpoint, tmp_path, capsys):
     assert segment(dicom, "-o", dicom, checkpoint=checkpoint) == 0
     assert "writing the outputs into" in capsys.readouterr().err
     assert {k: v for k, v in tree(dicom).items() if k in before} == before
-    from SwinBOBLib.segment import list_inputs
+    from SwinBOBLib.workflows.segment import list_inputs
 
     assert list_inputs(dicom) == [("series", dicom)], "the folder still reads as one DICOM series"
     assert io.load_image(dicom).array.shape == body().array.shape
@@ -149,7 +153,7 @@ def test_sample_scan_bytes_never_change(checkpoint, samples, tmp_path):
 
 
 def test_an_interrupted_rerun_keeps_the_previous_set_whole(checkpoint, tmp_path, monkeypatch):
-    from SwinBOBLib import segment as segment_module
+    from SwinBOBLib.outputs import folders as segment_module  # where the result folder is written
 
     scan = io.save_image(body(), tmp_path / "scan.nii.gz")
     out = tmp_path / "out"
@@ -376,7 +380,7 @@ def test_an_allocation_failure_is_one_line(tmp_path, capsys, monkeypatch, sample
     def no_memory(path):
         raise MemoryError()
 
-    monkeypatch.setattr(io, "_read_nifti", no_memory)
+    monkeypatch.setattr(readers, "_read_nifti", no_memory)
     assert main(["info", str(samples / MR)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("swinbob info: error: not enough memory") and len(err.splitlines()) == 1
@@ -386,7 +390,7 @@ def test_permission_errors_are_one_line(tmp_path, capsys, monkeypatch, samples):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "out.nrrd"))
 
-    monkeypatch.setattr(io, "_write_itk", denied)
+    monkeypatch.setattr(writers, "_write_itk", denied)
     assert main(["convert", str(samples / MR), str(tmp_path / "out.nrrd")]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"swinbob convert: error: {tmp_path / 'out.nrrd'}: permission denied"
@@ -465,7 +469,7 @@ def test_bad_segment_metadata_names_file_and_key(tmp_path, samples):
     ({}, "names no structure"), ([1, 2], "'labels' must be an object"),
 ])
 def test_bad_dataset_labels_tables_are_named(labels, message, tmp_path):
-    from SwinBOBLib.datasets import DatasetError, load_dataset
+    from SwinBOBLib.io.datasets import DatasetError, load_dataset
 
     io.save_image(body(), tmp_path / "a.nii.gz")
     (tmp_path / "dataset.json").write_text(json.dumps({"labels": labels, "training": [
@@ -540,7 +544,7 @@ def test_every_unknown_structure_is_named_at_once():
 
 def test_solf_features_of_a_subset_use_the_whole_prediction_as_body(samples):
     from SwinBOBLib import labels
-    from SwinBOBLib.segment import organ_rows
+    from SwinBOBLib.outputs.organs import organ_rows
 
     source = io.load_labelmap(samples / "example_seg_mr.nii.gz", scheme="total_mr")
     whole = labels.remap(source.array, "total_mr", "ukbob")

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from SwinBOBLib import inference, io
-from SwinBOBLib.inference import InferenceConfig, segment_image
+from SwinBOBLib.inference import InferenceConfig, segment_image, window
 from SwinBOBLib.labels import channel_layout
-from SwinBOBLib.model import CheckpointMetadata
+from SwinBOBLib.models.metadata import CheckpointMetadata
 
 LAYOUT = channel_layout("ukbob", "compact")
 
@@ -191,14 +191,14 @@ def test_bad_inputs_are_refused(mr):
 
 
 def test_out_of_memory_falls_back_to_the_low_memory_path(mr, monkeypatch):
-    real = inference._sliding_window
+    real = window._sliding_window
 
     def failing(model, tensor, roi, config, device, low_memory, progress, flips, swap_table):
         if not low_memory:
             raise inference.OUT_OF_MEMORY("CUDA out of memory. Tried to allocate 5.20 GiB")
         return real(model, tensor, roi, config, device, low_memory, progress, flips, swap_table)
 
-    monkeypatch.setattr(inference, "_sliding_window", failing)
+    monkeypatch.setattr(window, "_sliding_window", failing)
     with pytest.warns(UserWarning, match="out of memory: retrying on the low-memory path"):
         result = segment_image(mr, IntensityBands(), CheckpointMetadata(roi_size=64), cpu())
     assert result.stats["oom_fallback"] and result.stats["low_memory"]
@@ -214,12 +214,12 @@ def test_progress_callback_counts_windows(mr):
 
 
 def test_etta_out_of_memory_is_skipped_with_a_warning(mr, monkeypatch):
-    from SwinBOBLib import etta
+    from SwinBOBLib.inference import pipeline
 
     def failing(*args, **kwargs):
         raise inference.OUT_OF_MEMORY("CUDA out of memory")
 
-    monkeypatch.setattr(etta, "adapt_and_predict", failing)  # what segment_image calls
+    monkeypatch.setattr(pipeline, "adapt_and_predict", failing)  # what segment_image calls
     with pytest.warns(UserWarning, match="ETTA ran out of GPU memory and was skipped"):
         result = segment_image(mr, IntensityBands(), CheckpointMetadata(roi_size=64), cpu(etta=True))
     assert result.stats["etta"]["skipped"] == "out of memory"

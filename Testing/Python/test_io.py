@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from SwinBOBLib import io
+from SwinBOBLib.io import writers
 
 MR, MR_SEG = "example_mr_sm.nii.gz", "example_seg_mr.nii.gz"
 CT, CT_SEG = "example_ct_sm.nii.gz", "example_seg.nii.gz"
@@ -225,7 +226,7 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
         path.write_bytes(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(io, "_write_nifti", crash)
+    monkeypatch.setattr(writers, "_write_nifti", crash)
     with pytest.raises(OSError, match="disk full"):
         io.save_image(image, target)
     assert list(tmp_path.iterdir()) == []

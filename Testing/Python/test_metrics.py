@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from SwinBOBLib import metrics
+from SwinBOBLib.evaluation import metrics
 
 
 def _box(shape, lo, hi):

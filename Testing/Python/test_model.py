@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from SwinBOBLib import etta
+from SwinBOBLib.inference import etta
 from SwinBOBLib.labels import channel_layout
-from SwinBOBLib.model import (NETWORKS, CheckpointMetadata, build_model, load_checkpoint,
-                              save_checkpoint)
+from SwinBOBLib.models.loading import load_checkpoint, save_checkpoint
+from SwinBOBLib.models.metadata import CheckpointMetadata
+from SwinBOBLib.models.networks import NETWORKS, build_model
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from SwinBOBLib import etta, io, model, phantom, training
-from SwinBOBLib.inference import InferenceConfig, segment_image
+from SwinBOBLib import io, phantom, training
+from SwinBOBLib.inference import InferenceConfig, etta, segment_image
+from SwinBOBLib.models import loading as model
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,14 @@ import pytest
 import torch
 
 from SwinBOBLib import cli, io
-from SwinBOBLib.model import build_model
-from SwinBOBLib.segment import ORGAN_COLUMNS, list_inputs, organ_rows
+from SwinBOBLib.models.networks import build_model
+from SwinBOBLib.outputs.organs import ORGAN_COLUMNS, organ_rows
+from SwinBOBLib.workflows.segment import list_inputs
 
 OUTPUTS = {"labels.nii.gz", "entropy.nii.gz", "organs.csv", "report.json", "preview.png"}
 
 
 def swinbob(*args):
-    if "SwinBOBLib.segment" not in cli.COMMAND_MODULES:  # until the lead registers the command
-        cli.COMMAND_MODULES = (*cli.COMMAND_MODULES, "SwinBOBLib.segment")
     return cli.main([str(a) for a in args])
 
 
@@ -128,9 +127,9 @@ def test_bad_input_gets_a_clear_error_and_writes_nothing(kind, checkpoint, tmp_p
 
 
 def test_missing_checkpoint_and_unavailable_device(scan, checkpoint, tmp_path, capsys, monkeypatch):
-    from SwinBOBLib import resources
+    from SwinBOBLib.workflows import segment as workflow
 
-    monkeypatch.setattr(resources, "DEMO_MODEL", tmp_path / "absent" / "swinbob_demo.pt")
+    monkeypatch.setattr(workflow, "DEMO_MODEL", tmp_path / "absent" / "swinbob_demo.pt")  # the default it uses
     assert swinbob("segment", scan, "-o", tmp_path / "a") == 1
     assert "bundled demo model is missing" in capsys.readouterr().err
     if not torch.cuda.is_available():
@@ -140,7 +139,7 @@ def test_missing_checkpoint_and_unavailable_device(scan, checkpoint, tmp_path, c
 
 
 def test_without_checkpoint_the_bundled_demo_model_is_used(scan, tmp_path, capsys):
-    from SwinBOBLib.resources import DEMO_MODEL
+    from SwinBOBLib.runtime.resources import DEMO_MODEL
 
     assert swinbob("segment", scan, "-o", tmp_path / "out", "--device", "cpu", "--no-preview") == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
@@ -178,8 +177,8 @@ def test_list_inputs(tmp_path):
 
 
 def test_model_record_names_the_model_and_flags_demo_models():
-    from SwinBOBLib.model import CheckpointMetadata
-    from SwinBOBLib.segment import model_notice, model_record
+    from SwinBOBLib.models.metadata import CheckpointMetadata
+    from SwinBOBLib.outputs.provenance import model_notice, model_record
 
     plain = model_record(CheckpointMetadata(feature_size=12), "/weights/my_swinbob.pt")
     assert plain["name"] == "my_swinbob" and plain["demo"] is False and "swinunetr" in plain["description"]

@@ -13,7 +13,7 @@ import slicer_harness  # noqa: E402  (puts SwinBOB/ on sys.path)
 from SwinBOBModule import correction, nodes  # noqa: E402
 
 from SwinBOBLib import io as swinbob_io  # noqa: E402
-from SwinBOBLib.datasets import load_dataset  # noqa: E402
+from SwinBOBLib.io.datasets import load_dataset  # noqa: E402
 from SwinBOBLib.labels import get_scheme  # noqa: E402
 
 

@@ -41,14 +41,14 @@ def test_a_tiny_training_runs_to_completion_and_reports_progress(dataset, tmp_pa
     assert job.events[-1]["event"] == "done"
     assert any(line.startswith("step 2/2") for line in job.logLines)
     results = job.results()
-    from SwinBOBLib.model import load_checkpoint
+    from SwinBOBLib.models.loading import load_checkpoint
 
     load_checkpoint(results["last_checkpoint"])
     assert "best_checkpoint" in results or "last_checkpoint" in results
 
 
 def test_stop_ends_a_training_cleanly_with_a_loadable_checkpoint(dataset, tmp_path):
-    from SwinBOBLib.model import load_checkpoint
+    from SwinBOBLib.models.loading import load_checkpoint
 
     options = launcher.TrainingOptions(str(dataset), str(tmp_path / "run"), epochs=1000, device="cpu", extra=TINY)
     job = launcher.startTraining(options, python=sys.executable)

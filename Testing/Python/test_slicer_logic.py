@@ -122,7 +122,7 @@ def test_storage_roundtrip(ctx, result):
 
 
 def test_etta_reports_entropy_before_and_after(ctx):
-    from SwinBOBLib.etta import EttaConfig
+    from SwinBOBLib.inference.etta import EttaConfig
 
     options = SegmentationOptions(checkpointPath=ctx.checkpointPath, etta=True, ettaSteps=1,
                                   structures="liver,spleen,kidney_left")

@@ -145,8 +145,8 @@ def test_plain_parameter_node_stores_typed_values():
 
 
 def test_options_map_onto_the_library_configs():
-    from SwinBOBLib.etta import EttaConfig
     from SwinBOBLib.inference import InferenceConfig
+    from SwinBOBLib.inference.etta import EttaConfig
 
     options = SegmentationOptions(device="CUDA:1", fast=True, structures=" liver,spleen ", contrast="water",
                                   etta=True, ettaSteps=7, ettaLearningRate=0.01)
@@ -178,7 +178,7 @@ def test_module_code_imports_without_torch():
 
 def test_command_line_options_parse_with_swinbob_segment():
     """Every option the module passes is one `swinbob segment` accepts, with the same meaning."""
-    from SwinBOBLib import segment
+    from SwinBOBLib.cli import segment
 
     parser = argparse.ArgumentParser()
     segment.register(parser.add_subparsers())

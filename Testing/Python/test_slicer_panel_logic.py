@@ -14,13 +14,13 @@ import pytest
 pytest.importorskip("slicer", reason="slicer-core is not installed (pip install -e '.[slicer]')")
 
 import slicer  # noqa: E402
-
 import slicer_harness  # noqa: E402  (puts SwinBOB/ on sys.path)
-from SwinBOBLib import io as swinbob_io  # noqa: E402
-from SwinBOBLib.labels import get_scheme  # noqa: E402
 from SwinBOBModule import correction, jobs, launcher, nodes, review, selftests  # noqa: E402
 from SwinBOBModule.logic import SwinBOBLogic  # noqa: E402
 from SwinBOBModule.parameters import SegmentationOptions  # noqa: E402
+
+from SwinBOBLib import io as swinbob_io  # noqa: E402
+from SwinBOBLib.labels import get_scheme  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +262,9 @@ def test_a_job_that_cannot_start_leaves_no_working_folder(core, volume, tmp_path
 def _demo_checkpoint(path):
     import torch
 
-    from SwinBOBLib.model import CheckpointMetadata, build_model, save_checkpoint
+    from SwinBOBLib.models.loading import save_checkpoint
+    from SwinBOBLib.models.metadata import CheckpointMetadata
+    from SwinBOBLib.models.networks import build_model
 
     torch.manual_seed(0)
     save_checkpoint(path, build_model(feature_size=12, in_channels=1),
@@ -272,7 +274,7 @@ def _demo_checkpoint(path):
 
 
 def test_the_model_summary_says_a_demo_model_is_not_swin_bob(tmp_path, monkeypatch):
-    from SwinBOBLib import model
+    from SwinBOBLib.inference import provenance as model
 
     path = _demo_checkpoint(tmp_path / "demo.pt")
     monkeypatch.delattr(model, "describe_checkpoint", raising=False)  # the metadata fallback

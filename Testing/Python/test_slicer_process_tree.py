@@ -164,7 +164,7 @@ def dataset(tmp_path_factory):
 def test_a_training_stopped_through_the_launcher_leaves_a_loadable_last_checkpoint(dataset, tmp_path, stand_in):
     """Stop through a launcher that forwards nothing and runs the same program as the job (so no
     SIGTERM is sent to the job): the stop file stops it cleanly, as on Windows."""
-    from SwinBOBLib.model import load_checkpoint
+    from SwinBOBLib.models.loading import load_checkpoint
 
     tiny = ["--feature-size", "12", "--roi-size", "32", "--batch-size", "1", "--crops-per-volume", "1",
             "--contrast", "in_phase", "--set", "split=[1.0,0.0,0.0]", "--num-workers", "0"]
@@ -202,7 +202,7 @@ def test_the_child_is_told_where_its_stop_file_is(tmp_path):
 
 
 def test_stop_flag_reads_the_stop_file(tmp_path, monkeypatch):
-    from SwinBOBLib.progress import STOP_FILE_ENV, StopFlag
+    from SwinBOBLib.runtime.stop import STOP_FILE_ENV, StopFlag
 
     assert STOP_FILE_ENV == jobs.STOP_FILE_ENV
     monkeypatch.setenv(STOP_FILE_ENV, str(tmp_path / "stop"))

@@ -14,9 +14,9 @@ import xml.etree.ElementTree as ET
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Qt's process-wide state (one QApplication) never meets slicer-core's VTK: a child pytest of its own (conftest).
+pytestmark = pytest.mark.own_process
 QtWidgets = pytest.importorskip("PySide6.QtWidgets", reason="PySide6 is not installed (pip install -e '.[slicer]')")
-from PySide6.QtCore import QFile  # noqa: E402
-from PySide6.QtUiTools import QUiLoader  # noqa: E402
 
 import slicer_harness  # noqa: E402  (puts SwinBOB/ on sys.path)
 
@@ -24,8 +24,7 @@ UI = slicer_harness.REPO / "Resources" / "UI" / "SwinBOB.ui"
 MODULE_CODE = [slicer_harness.REPO / "SwinBOB" / "SwinBOB.py",
                slicer_harness.REPO / "SwinBOB" / "SwinBOBModule" / "widget.py"]
 #: Slicer/CTK classes the .ui may use, with the Qt class their placeholder derives from.
-SLICER_CLASSES = {"qMRMLWidget": "QWidget", "ctkCollapsibleButton": "QWidget", "qMRMLNodeComboBox": "QWidget",
-                  "ctkPathLineEdit": "QWidget", "ctkSliderWidget": "QWidget"}
+SLICER_CLASSES = slicer_harness.SLICER_WIDGET_CLASSES
 #: What the widget code calls on each widget's class (a typo in the .ui class breaks these).
 REQUIRED_CLASSES = {"applyButton": "QPushButton", "cancelButton": "QPushButton", "progressBar": "QProgressBar",
                     "statusLabel": "QLabel", "deviceComboBox": "QComboBox", "organTableWidget": "QTableWidget",
@@ -48,15 +47,7 @@ def tree():
 
 @pytest.fixture(scope="module")
 def loaded(app):
-    loader = QUiLoader()
-    for name, base in SLICER_CLASSES.items():
-        loader.registerCustomWidget(type(name, (getattr(QtWidgets, base),), {}))
-    handle = QFile(str(UI))
-    assert handle.open(QFile.ReadOnly)
-    widget = loader.load(handle)
-    handle.close()
-    assert widget is not None, loader.errorString()
-    return widget
+    return slicer_harness.load_ui(UI)[1]
 
 
 def _widgets(tree):
@@ -193,7 +184,6 @@ def test_typed_wrapper_annotations_are_what_slicer_binds(monkeypatch):
     import typing
 
     import slicer
-
     from SwinBOBModule import parameters
 
     class Range:

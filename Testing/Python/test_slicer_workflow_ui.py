@@ -9,9 +9,9 @@ import xml.etree.ElementTree as ET
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Qt's process-wide state (one QApplication) never meets slicer-core's VTK: a child pytest of its own (conftest).
+pytestmark = pytest.mark.own_process
 QtWidgets = pytest.importorskip("PySide6.QtWidgets", reason="PySide6 is not installed")
-from PySide6.QtCore import QFile  # noqa: E402
-from PySide6.QtUiTools import QUiLoader  # noqa: E402
 
 import slicer_harness  # noqa: E402
 
@@ -50,17 +50,8 @@ def test_every_widget_the_sections_use_exists_with_its_class():
 
 
 def test_the_sections_load_with_qt():
-    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
-    loader = QUiLoader()
-    for name, base in {"qMRMLWidget": "QWidget", "ctkCollapsibleButton": "QWidget",
-                       "qMRMLNodeComboBox": "QWidget", "ctkPathLineEdit": "QWidget",
-                       "ctkSliderWidget": "QWidget"}.items():
-        loader.registerCustomWidget(type(name, (getattr(QtWidgets, base),), {}))
-    handle = QFile(str(UI))
-    assert handle.open(QFile.ReadOnly)
-    widget = loader.load(handle)
-    handle.close()
-    assert widget is not None and app is not None
+    app, widget = slicer_harness.load_ui(UI)
+    assert app is not None
     assert [widget.findChild(QtWidgets.QComboBox, "reviewStateFilterComboBox").itemText(i) for i in range(5)] == \
         ["any state", "pending", "accept", "reject", "correct"]
     assert widget.findChild(QtWidgets.QComboBox, "reviewSortComboBox").itemText(3) == "state"

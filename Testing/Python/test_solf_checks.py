@@ -9,11 +9,21 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from SwinBOBLib.solf import commands
+from SwinBOBLib.cli import solf as commands
 from SwinBOBLib.solf.bounds import fit_bounds
-from SwinBOBLib.solf.checks import (BOUNDED_FEATURES, CHECKS, STRUCTURAL_CHECKS, check_flags, cohort_size_warning,
-                                    combined_verdict, image_disagreement, minimum_cohort, partner_labels,
-                                    structure_checks, superior_axis)
+from SwinBOBLib.solf.checks import (
+    BOUNDED_FEATURES,
+    CHECKS,
+    STRUCTURAL_CHECKS,
+    check_flags,
+    cohort_size_warning,
+    combined_verdict,
+    image_disagreement,
+    minimum_cohort,
+    partner_labels,
+    structure_checks,
+    superior_axis,
+)
 
 RAS = np.diag([2.0, 2.0, 3.0, 1.0])  # world +x is the patient's right; the array x index grows along it
 KIDNEY_RIGHT, KIDNEY_LEFT, LIVER = 2, 3, 5

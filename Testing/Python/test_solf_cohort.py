@@ -10,8 +10,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from SwinBOBLib.cli import solf as commands
 from SwinBOBLib.solf import cohort as solf_cohort
-from SwinBOBLib.solf import commands, load_bounds, organ_features
+from SwinBOBLib.solf import load_bounds, organ_features
 from SwinBOBLib.solf.pipeline import RunConfig, run_cohort
 from SwinBOBLib.solf.tables import read_csv
 
@@ -236,8 +237,9 @@ def phantom_cohort(tmp_path_factory):
 
 
 def test_phantom_features_match_reference(phantom_cohort):
-    from SwinBOBLib import io
     from test_solf_features import assert_features_equal, reference_features
+
+    from SwinBOBLib import io
 
     image = io.load_labelmap(phantom_cohort / "labelsTr" / "case_0000.nii.gz")
     assert_features_equal(organ_features(image.array, image.spacing),

@@ -9,11 +9,24 @@ import numpy as np
 import pytest
 import torch
 
-from SwinBOBLib import datasets, io, labels, phantom, training
-from SwinBOBLib.model import load_checkpoint
-from SwinBOBLib.synth import (IGNORE, PAD, PARTIAL, TISSUE_BASE, RandSlabd, SynthesisConfig, allowed_channels,
-                              generation_labels, render_intensities, synthesis_transforms, synthesize_volume,
-                              target_table)
+from SwinBOBLib import io, labels, phantom, training
+from SwinBOBLib.io import datasets
+from SwinBOBLib.models.loading import load_checkpoint
+from SwinBOBLib.training.losses import MaskedDiceCELoss
+from SwinBOBLib.training.synthesis import (
+    IGNORE,
+    PAD,
+    PARTIAL,
+    TISSUE_BASE,
+    RandSlabd,
+    SynthesisConfig,
+    allowed_channels,
+    generation_labels,
+    render_intensities,
+    synthesis_transforms,
+    synthesize_volume,
+    target_table,
+)
 
 LAYOUT = labels.channel_layout("ukbob", "compact")
 TINY_SYNTH = {"network": "segresnet", "feature_size": 8, "roi_size": 32, "batch_size": 2, "crops_per_volume": 2,
@@ -131,7 +144,7 @@ def test_synthetic_validation_volume_is_seeded_and_keeps_the_grid(ct):
 
 def test_masked_loss_ignores_voxels_and_survives_an_all_ignored_batch():
     torch.manual_seed(0)
-    loss = training.MaskedDiceCELoss(IGNORE)
+    loss = MaskedDiceCELoss(IGNORE)
     logits = torch.randn(1, 3, 4, 4, 4)
     target = torch.randint(0, 3, (1, 1, 4, 4, 4))
     changed = target.clone()
@@ -150,7 +163,7 @@ def test_masked_loss_ignores_voxels_and_survives_an_all_ignored_batch():
 
 def test_partial_label_loss_accepts_any_allowed_channel_and_punishes_the_others():
     torch.manual_seed(1)
-    loss = training.MaskedDiceCELoss(IGNORE, PARTIAL)
+    loss = MaskedDiceCELoss(IGNORE, PARTIAL)
     logits = torch.randn(2, 4, 4, 4, 4)
     target = torch.randint(1, 3, (2, 1, 4, 4, 4))
     target[..., :2] = PARTIAL  # the unlabelled body: channels 1 and 2 are the case's structures
@@ -169,7 +182,7 @@ def test_partial_label_loss_accepts_any_allowed_channel_and_punishes_the_others(
     assert float(loss(organ, target, allowed)) > float(base) > float(loss(settled, target, allowed))
     # Without the allowed channels the body is ignored, as with unlabelled_body: ignore.
     ignored = torch.where(target == PARTIAL, torch.full_like(target, IGNORE), target)
-    assert torch.allclose(loss(organ, target), training.MaskedDiceCELoss(IGNORE)(organ, ignored))
+    assert torch.allclose(loss(organ, target), MaskedDiceCELoss(IGNORE)(organ, ignored))
 
 
 def test_config_refuses_bad_synthesis_settings():
@@ -243,8 +256,8 @@ def test_bounds_geometry_warnings_name_the_mismatch():
 
 def test_solf_check_warns_when_the_scan_does_not_match_the_bundled_cohort(tmp_path, capsys):
     from SwinBOBLib import cli
-    from SwinBOBLib.resources import DEFAULT_BOUNDS
-    from SwinBOBLib.solf.commands import EXIT_FLAGGED
+    from SwinBOBLib.cli.solf import EXIT_FLAGGED
+    from SwinBOBLib.runtime.resources import DEFAULT_BOUNDS
 
     phantom.write_cohort(tmp_path / "ph", n=1, size="tiny", seed=4)  # 10 mm voxels; the cohort's are 5 mm
     mapped = tmp_path / "ph" / "labelsTr" / "case_0000.nii.gz"
@@ -256,8 +269,8 @@ def test_solf_check_warns_when_the_scan_does_not_match_the_bundled_cohort(tmp_pa
 
 def test_solf_check_of_a_thin_slab_needs_partial_and_then_warns(samples, tmp_path, capsys):
     from SwinBOBLib import cli
-    from SwinBOBLib.resources import DEFAULT_BOUNDS
-    from SwinBOBLib.solf.commands import EXIT_FLAGGED
+    from SwinBOBLib.cli.solf import EXIT_FLAGGED
+    from SwinBOBLib.runtime.resources import DEFAULT_BOUNDS
 
     source = io.load_labelmap(samples / "example_seg_fast_force_split.nii.gz", scheme="total")
     mapped = tmp_path / "ct.ukbob.nii.gz"
@@ -378,13 +391,13 @@ def test_training_on_a_real_ct_label_map_gives_its_unlabelled_body_a_partial_lab
                                                for i, s in enumerate(["train", "val"])]
     (tmp_path / "cases.csv").write_text("\n".join(rows) + "\n")
     seen = []
-    original = training.MaskedDiceCELoss.forward
+    original = MaskedDiceCELoss.forward
 
     def spy(self, logits, target, allowed=None):
         seen.append((bool((target == PARTIAL).any()), None if allowed is None else allowed.clone()))
         return original(self, logits, target, allowed)
 
-    monkeypatch.setattr(training.MaskedDiceCELoss, "forward", spy)
+    monkeypatch.setattr(MaskedDiceCELoss, "forward", spy)
     options = {**TINY_SYNTH, "dataset_scheme": "ukbob", "max_steps": 2}
     summary = training.train(options, tmp_path / "cases.csv", tmp_path / "run")
     assert summary["status"] == "done" and len(seen) == 2

@@ -14,8 +14,12 @@ import torch
 
 from SwinBOBLib import io, labels, phantom, training
 from SwinBOBLib.inference import InferenceConfig, segment_image
-from SwinBOBLib.model import load_checkpoint, read_checkpoint_file
-from SwinBOBLib.progress import StopFlag, read_progress
+from SwinBOBLib.io.datasets import load_dataset
+from SwinBOBLib.models.loading import load_checkpoint, read_checkpoint_file
+from SwinBOBLib.runtime.progress import read_progress
+from SwinBOBLib.runtime.stop import StopFlag
+from SwinBOBLib.training import data as training_data
+from SwinBOBLib.training.trainer import model_metadata
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"feature_size": 12, "roi_size": 32, "batch_size": 2, "crops_per_volume": 2, "device": "cpu",
@@ -146,7 +150,9 @@ def test_a_step_holds_batch_size_crops():
 
 
 def test_fine_tuning_keeps_the_patch_merging_variant_of_its_weights(cohort, tmp_path):
-    from SwinBOBLib.model import CheckpointMetadata, build_model, save_checkpoint
+    from SwinBOBLib.models.loading import save_checkpoint
+    from SwinBOBLib.models.metadata import CheckpointMetadata
+    from SwinBOBLib.models.networks import build_model
 
     legacy = build_model(12, 1, 72, True, "swinunetr", 32, variant="legacy")  # weights from MONAI < 1.5
     save_checkpoint(tmp_path / "init.pt", legacy, CheckpointMetadata(feature_size=12, roi_size=32,
@@ -161,18 +167,18 @@ def test_fine_tuning_keeps_the_patch_merging_variant_of_its_weights(cohort, tmp_
 def test_memory_cache_prepares_each_case_once(cohort, tmp_path, monkeypatch):
     """``cache: memory`` caches the prepared case (loading, resampling, tissue split) and the
     deterministic head of the augmentation: only the random transforms run again each epoch."""
-    from SwinBOBLib.synth import SynthesisConfig, synthesis_transforms
+    from SwinBOBLib.training.synthesis import SynthesisConfig, synthesis_transforms
 
-    dataset = training.load_dataset(cohort)
+    dataset = load_dataset(cohort)
     config = training.TrainConfig(**{**TINY, "contrasts": None, "synthesis": "labels", "network": "segresnet",
                                      "feature_size": 8, "target_spacing_mm": (10.0, 10.0, 10.0)})
-    metadata = training.model_metadata(config, 1)
+    metadata = model_metadata(config, 1)
     calls = []
-    real = training.prepare_generation_case
-    monkeypatch.setattr(training, "prepare_generation_case", lambda *a, **k: calls.append(a[0].case_id) or real(*a, **k))
+    real = training_data.prepare_generation_case
+    monkeypatch.setattr(training_data, "prepare_generation_case", lambda *a, **k: calls.append(a[0].case_id) or real(*a, **k))
     augment = synthesis_transforms(labels.channel_layout("ukbob", "compact"), (32, 32, 32), 2, (10.0, 10.0, 10.0),
                                    SynthesisConfig())
-    data = training.make_dataset(dataset.cases[:2], dataset.scheme, metadata, config, tmp_path, augment)
+    data = training_data.make_dataset(dataset.cases[:2], dataset.scheme, metadata, config, tmp_path, augment)
     assert sorted(calls) == sorted(c.case_id for c in dataset.cases[:2])  # prepared when cached
     for _ in range(3):
         for index in range(len(data)):

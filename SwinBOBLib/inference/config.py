@@ -1,0 +1,110 @@
+"""Inference settings, one source of defaults: :class:`InferenceConfig` (the CLI and the Slicer
+module map onto it), the checkpoint values it falls back on, and :class:`Segmentation`, the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from SwinBOBLib.io.image import Image
+
+#: Fast mode resamples no finer than this (mm), like TotalSegmentator's --fast (3 mm).
+FAST_SPACING_MM = 3.0
+
+
+#: Largest sliding-window edge (voxels) accepted; a 512^3 window of the 48-feature model already
+#: needs far more than any current GPU.
+MAX_ROI_SIZE = 512
+
+
+#: Largest model grid (voxels) accepted: 2^30 voxels are ~4 GB per class of probabilities.
+MAX_MODEL_VOXELS = 2 ** 30
+
+
+#: Default CT window (Hounsfield units) mapped to [0, 1]: Swin-UNETR's BTCV soft-tissue window.
+CT_WINDOW_HU = (-175.0, 250.0)
+
+
+#: Sliding-window overlap when neither the options nor the checkpoint give one (MONAI's default).
+DEFAULT_OVERLAP = 0.25
+
+
+#: Intensity normalisations :func:`normalize_intensity` knows.
+INTENSITY_MODES = ("percentile", "ct_window", "zscore_nonzero", "zscore", "none")
+
+
+@dataclass
+class InferenceConfig:
+    """Inference options; the CLI and the Slicer module map onto these. None means "from the checkpoint"."""
+
+    device: str = "auto"  # "auto" (cuda, then mps, then cpu), "cuda", "cuda:1", "mps" or "cpu"
+    roi_size: int | None = None  # sliding-window patch edge (voxels); None: checkpoint's (96)
+    sw_batch_size: int = 2  # patches per forward pass; 2 fits 96^3 windows of the 48-feature model in < 8 GB
+    overlap: float | None = None  # window overlap; None: checkpoint's (UK_BOB: 0.5), else DEFAULT_OVERLAP
+    blend: str = "gaussian"  # "gaussian" weights window centres more than edges (MONAI)
+    amp: bool = True  # bf16 (fp16 without bf16 support) autocast on GPU; CPU always runs fp32
+    low_memory: bool | None = None  # None: automatic when the probabilities would not fit memory_budget_gb
+    memory_budget_gb: float = 6.0  # GPU memory the accumulated probabilities may take (8 GB cards)
+    fast: bool = False  # resample to >= FAST_SPACING_MM and use no window overlap
+    tta: bool = False  # flip-averaging test-time augmentation (the paper's TTA baseline [80])
+    tta_flips: int = 8  # 8: all flips of the 3 axes, 4: none + each axis, 1: off
+    etta: bool = False  # entropy test-time adaptation before the final pass
+    structures: str | None = None  # comma-separated names, synonyms or groups to keep; None: all
+    contrast: str | None = None  # comma-separated channel names/indices to feed; None: checkpoint's
+    target_spacing_mm: tuple[float, float, float] | None = None  # None: checkpoint's (or the scan's own)
+    intensity: str | None = None  # percentile, ct_window, zscore_nonzero, zscore or none; None: checkpoint's
+    activation: str | None = None  # "softmax" or "sigmoid" head; None: checkpoint's (segment_image sets it)
+    probabilities: bool = False  # also return the softmax probabilities on the input grid
+    progress: bool = False  # show a tqdm bar over sliding windows
+    seed: int = 0  # seeds torch (ETTA patch tie-breaking, any randomness)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Segmentation:
+    """Result of :func:`segment_image`; all images share the input's grid and affine.
+
+    Attributes:
+        labels: ``(X, Y, Z)`` uint8 label map in the UKBOB scheme (unselected structures are 0).
+        entropy: ``(X, Y, Z)`` float32 per-voxel entropy normalised by log(C), in [0, 1].
+        probabilities: ``(X, Y, Z, C)`` float32 softmax probabilities (compact layout), or None.
+        stats: timings (s), device, paths taken (low memory, fallback), mean entropy, ETTA stats.
+        whole_labels: with ``structures``, the label map before the subset was cut out (what SOLF
+            measures the body on); None otherwise.
+    """
+
+    labels: Image
+    entropy: Image
+    probabilities: Image | None = None
+    stats: dict = field(default_factory=dict)
+    whole_labels: Image | None = None
+
+
+def window_overlap(config: InferenceConfig, metadata=None) -> float:
+    """Sliding-window overlap: 0 in fast mode, else the option, the checkpoint's, or :data:`DEFAULT_OVERLAP`."""
+    if config.fast:
+        return 0.0
+    if config.overlap is not None:
+        return float(config.overlap)
+    stored = getattr(metadata, "overlap", None)
+    return float(stored) if stored is not None else DEFAULT_OVERLAP
+
+
+def resolve_config(config: InferenceConfig, metadata) -> InferenceConfig:
+    """``config`` with the checkpoint's values filled in where it says None (overlap, activation)."""
+    import dataclasses
+
+    return dataclasses.replace(config, overlap=window_overlap(config, metadata),
+                               activation=config.activation or getattr(metadata, "activation", "softmax"))
+
+
+def effective_config(config: InferenceConfig, metadata) -> dict:
+    """The configuration actually used (checkpoint values filled in), for report.json."""
+    data = config.to_dict()
+    data["roi_size"] = int(config.roi_size or metadata.roi_size)
+    data["intensity"] = config.intensity or metadata.intensity
+    data["overlap"] = window_overlap(config, metadata)
+    data["activation"] = config.activation or getattr(metadata, "activation", "softmax")
+    return data

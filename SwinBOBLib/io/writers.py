@@ -1,0 +1,138 @@
+"""Writing images and label maps with their geometry: NIfTI (nibabel), NRRD / ``.seg.nrrd`` with
+segment names and colours, MHA/MHD, DICOM series; each write goes to a temporary file beside the
+target, renamed into place, so an interrupted write never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from SwinBOBLib.io.dicom import _write_dicom_series
+from SwinBOBLib.io.image import (
+    IMAGE_SUFFIXES,
+    ITK_SUFFIXES,
+    NIFTI_SUFFIXES,
+    Image,
+    _check_array,
+    as_label_array,
+    check_geometry,
+    image_suffix,
+)
+from SwinBOBLib.io.itk import _to_itk
+from SwinBOBLib.labels.schemes import get_scheme
+
+
+def output_format(path: str | os.PathLike) -> str:
+    """The format a target's name asks for: "nifti", "itk" (NRRD/MHA) or "dicom" (no suffix, or a
+    numeric one such as a series UID's, is a DICOM series folder).
+
+    Raises:
+        ValueError: a suffix SwinBOB does not write (``.png``, ``.txt``, ``.dcm``...), instead of
+            silently making a DICOM folder with that name.
+    """
+    suffix = image_suffix(Path(path))
+    if suffix in NIFTI_SUFFIXES:
+        return "nifti"
+    if suffix in ITK_SUFFIXES:
+        return "itk"
+    if re.fullmatch(r"\.[a-z][a-z0-9_]*", suffix):
+        raise ValueError(f"{path}: unknown image format '{suffix}'; write one of {', '.join(IMAGE_SUFFIXES)}, "
+                         "or a name without a suffix for a DICOM series folder")
+    return "dicom"
+
+
+def save_image(image: Image, path: str | os.PathLike, *, scheme: str | None = None,
+               dtype=None) -> Path:
+    """Write ``image`` atomically (temporary file, then rename) in the format the suffix names.
+
+    Args:
+        image: the image; its ``affine`` is written as the file's geometry.
+        path: target; ``.nii``/``.nii.gz``/``.nrrd``/``.seg.nrrd``/``.mha``/``.mhd``, or a path
+            without one of these suffixes for a DICOM series folder.
+        scheme: for ``.seg.nrrd`` label maps, the label scheme whose names and colours become the
+            Slicer segment metadata (default ``ukbob``).
+        dtype: cast the voxels to this type first.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    array = np.asarray(image.array if dtype is None else image.array.astype(dtype))
+    array = _check_array(array, str(path))
+    check_geometry(image.affine, str(path))
+    suffix = image_suffix(path)
+    output_format(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix not in IMAGE_SUFFIXES:  # no suffix, or a numeric one such as a series UID's
+        _write_dicom_series(array, image.affine, path)
+        return path
+    tmp = path.with_name(f".{path.name[: -len(suffix)]}.tmp-{uuid.uuid4().hex[:8]}{suffix}")
+    try:
+        if suffix in NIFTI_SUFFIXES:
+            _write_nifti(array, image.affine, tmp)
+        else:
+            _write_itk(array, image.affine, tmp, seg_scheme=(scheme or "ukbob") if suffix == ".seg.nrrd" else None)
+        os.replace(tmp, path)
+    except RuntimeError as error:  # SimpleITK's writer; its message names the temporary file
+        raise OSError(f"{path}: cannot write the image ({_last_line(error)})") from error
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _last_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[-1].strip() if text else type(error).__name__
+
+
+def save_labelmap(labelmap: np.ndarray, reference: Image, path: str | os.PathLike,
+                  scheme: str = "ukbob") -> Path:
+    """Write a label map on ``reference``'s grid (uint8/uint16), with segment names for .seg.nrrd."""
+    array = as_label_array(labelmap, str(path))
+    return save_image(Image(array, reference.affine), path, scheme=scheme)
+
+
+def _write_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    import nibabel as nib
+
+    img = nib.Nifti1Image(array, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm")
+    nib.save(img, str(path))
+
+
+def _write_itk(array: np.ndarray, affine: np.ndarray, path: Path, seg_scheme: str | None) -> None:
+    import SimpleITK as sitk
+
+    img = _to_itk(array, affine, str(path))
+    if seg_scheme is not None:
+        _add_segment_metadata(img, as_label_array(array, str(path)), seg_scheme)
+    sitk.WriteImage(img, str(path), useCompression=True)
+
+
+def _add_segment_metadata(img, labels: np.ndarray, scheme_name: str) -> None:
+    """Slicer segmentation header fields so Slicer shows names and colours of each label."""
+
+    scheme = get_scheme(scheme_name)
+    present = [int(v) for v in np.unique(labels) if v != 0]
+    img.SetMetaData("Segmentation_MasterRepresentation", "Binary labelmap")
+    img.SetMetaData("Segmentation_ContainedRepresentationNames", "Binary labelmap|")
+    img.SetMetaData("Segmentation_ReferenceImageExtentOffset", "0 0 0")
+    extent = " ".join(f"0 {n - 1}" for n in reversed(img.GetSize()[::-1]))
+    for number, value in enumerate(present):
+        structure = scheme.structures.get(value)
+        name = structure.name if structure else f"label_{value}"
+        color = structure.color if structure else (128, 128, 128)
+        prefix = f"Segment{number}_"
+        for key, text in (("ID", name), ("Name", name), ("NameAutoGenerated", "0"),
+                          ("Color", " ".join(f"{c / 255:.6f}" for c in color)), ("ColorAutoGenerated", "0"),
+                          ("LabelValue", str(value)), ("Layer", "0"), ("Extent", extent),
+                          ("Tags", f"SwinBOBScheme:{scheme.name}|")):
+            img.SetMetaData(prefix + key, text)

@@ -1,0 +1,5 @@
+"""What a running job needs around the computing: the bundled resource files, JSON-lines progress
+for other programs, and clean stops on SIGINT/SIGTERM or a stop file.
+
+Lowest layer with :mod:`SwinBOBLib.labels`: imports nothing else of SwinBOBLib.
+"""
