@@ -45,7 +45,6 @@ def cmd_labels(args) -> int:
 def _find_structures(scheme, names) -> int:
     """One line per label a name stands for (a split or paired name gives several); every unknown
     name is reported, not just the first."""
-
     failed = 0
     for name in names:
         try:

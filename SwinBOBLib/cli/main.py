@@ -68,7 +68,6 @@ def main(argv=None) -> int:
         print(f"swinbob {args.command}: error: {error_message(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as stop:
-
         if isinstance(stop, Terminated):
             print(f"swinbob {args.command}: stopped by SIGTERM", file=sys.stderr)
             return 143

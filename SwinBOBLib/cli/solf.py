@@ -32,11 +32,10 @@ from SwinBOBLib.solf.bounds import (
     load_bounds,
 )
 from SwinBOBLib.solf.checks import cohort_size_warning
-from SwinBOBLib.solf.cohort import Sample, _organ_only_warning, compute_features, find_samples
+from SwinBOBLib.solf.cohort import Sample, compute_features, find_samples, organ_only_warning
 from SwinBOBLib.solf.features import FEATURES, organ_features
 from SwinBOBLib.solf.pipeline import RunConfig, run_cohort
 from SwinBOBLib.solf.tables import structure_namer, write_table
-
 
 #: What ``swinbob solf --help`` says (the module docstring is for developers).
 _DESCRIPTION = """SOLF, the organ label filter of the UKBOB paper: measure each structure's shape (normalised
@@ -111,14 +110,13 @@ def _sample_features(args):
 
 def _load_sample(args):
     """The label map of a sample command and its organ features: ``(Image, features)``."""
-
     image = io.load_labelmap(args.labelmap, scheme=None)
     mask = None
     if args.body_mask:
         mask = io.load_image(args.body_mask).array != 0
     elif args.image:
         mask = body_mask_from_image(io.load_image(args.image).array)
-    warning = _organ_only_warning(Sample("", args.labelmap), "auto", mask, image.array, image.affine)
+    warning = organ_only_warning(Sample("", args.labelmap), "auto", mask, image.array, image.affine)
     if warning:  # the sample commands take --image / --body-mask rather than folders
         print("swinbob solf: warning: " + warning.replace("(--images DIR --body image, or an 'image' CSV "
               "column)", "(--image FILE)").replace("(--body-masks DIR, or a 'body_mask' CSV column)",
@@ -169,7 +167,6 @@ def cmd_check(args) -> int:
 def _warn_geometry(bounds, image) -> None:
     """A scan whose spacing or coverage differs markedly from the bounds' cohort (or bounds from a
     synthetic cohort) gets a warning on stderr: its verdicts are not to be trusted as they stand."""
-
     for note in geometry_warnings(bounds, image.spacing, image.spatial_shape):
         print(f"swinbob solf: warning: {note}", file=sys.stderr)
 

@@ -12,8 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from SwinBOBLib import io
-from SwinBOBLib import labels
+from SwinBOBLib import io, labels
 from SwinBOBLib.evaluation.metrics import bootstrap_ci, per_class_metrics
 from SwinBOBLib.inference.config import InferenceConfig
 from SwinBOBLib.inference.etta import EttaConfig
@@ -22,7 +21,6 @@ from SwinBOBLib.io.datasets import Case, load_dataset, split_cases
 from SwinBOBLib.models.loading import load_checkpoint
 from SwinBOBLib.runtime.progress import ProgressWriter
 from SwinBOBLib.runtime.stop import StopFlag
-
 
 #: Mode name -> InferenceConfig switches. Adding a mode is one entry.
 MODES = {

@@ -23,7 +23,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-
 #: NSD tolerance in mm when none is given (SAT and the MSD challenge use small organ-specific values).
 DEFAULT_NSD_TOLERANCE_MM = 2.0
 

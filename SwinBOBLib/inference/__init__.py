@@ -31,6 +31,7 @@ from SwinBOBLib.inference.device import (  # noqa: F401
     OUT_OF_MEMORY,
     autocast_dtype,
     select_device,
+    synchronize,
 )
 from SwinBOBLib.inference.pipeline import (  # noqa: F401
     segment_image,
@@ -52,6 +53,7 @@ from SwinBOBLib.inference.preprocess import (  # noqa: F401
     select_contrasts,
 )
 from SwinBOBLib.inference.window import (  # noqa: F401
+    checkpoint_layout,
     count_windows,
     lateral_swap,
     predict_probabilities,
@@ -72,6 +74,7 @@ __all__ = [
     "OUT_OF_MEMORY",
     "select_device",
     "autocast_dtype",
+    "synchronize",
     "image_modality",
     "check_modality",
     "Prepared",
@@ -83,6 +86,7 @@ __all__ = [
     "check_roi_size",
     "resample",
     "count_windows",
+    "checkpoint_layout",
     "lateral_swap",
     "predict_probabilities",
     "probability_slabs",

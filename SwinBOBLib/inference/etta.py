@@ -50,7 +50,6 @@ from SwinBOBLib.inference.entropy import entropy_volume, mean_entropy
 from SwinBOBLib.models.heads import activate, logit_entropy
 from SwinBOBLib.models.norms import adaptable_parameters
 
-
 _EPS = 1e-8
 
 
@@ -77,7 +76,6 @@ def entropy_loss(logits: torch.Tensor, valid: torch.Tensor | None = None, activa
     ``valid`` (``(B, *spatial)`` bool or 0/1) restricts the mean to those voxels (padding excluded).
     ``activation="sigmoid"`` (region heads): the mean binary entropy of the channels instead.
     """
-
     h = logit_entropy(logits, activation)
     if valid is None:
         return h.mean()

@@ -36,11 +36,11 @@ import torch
 
 from SwinBOBLib import io
 from SwinBOBLib.inference.config import MAX_ROI_SIZE, InferenceConfig, Segmentation, resolve_config
-from SwinBOBLib.inference.device import OUT_OF_MEMORY, _synchronize, autocast_dtype, select_device
+from SwinBOBLib.inference.device import OUT_OF_MEMORY, autocast_dtype, select_device, synchronize
 from SwinBOBLib.inference.etta import EttaConfig, adapt_and_predict
 from SwinBOBLib.inference.postprocess import postprocess
 from SwinBOBLib.inference.preprocess import Prepared, check_modality, preprocess
-from SwinBOBLib.inference.window import _checkpoint_layout, lateral_swap, predict_probabilities
+from SwinBOBLib.inference.window import checkpoint_layout, lateral_swap, predict_probabilities
 from SwinBOBLib.io.image import Image
 from SwinBOBLib.labels.schemes import get_scheme
 from SwinBOBLib.models.heads import region_head
@@ -49,7 +49,6 @@ from SwinBOBLib.models.networks import roi_multiple
 
 def _roi(config: InferenceConfig, metadata) -> tuple[int, int, int]:
     roi = int(config.roi_size or metadata.roi_size)
-
     multiple = roi_multiple(metadata.network)
     if roi < 1 or roi % multiple:
         raise ValueError(f"roi size must be a positive multiple of {multiple} voxels for {metadata.network} "
@@ -99,7 +98,6 @@ def segment_image(image: Image, model: torch.nn.Module, metadata, config: Infere
     timings, stats = {}, {}
     started = time.perf_counter()
     device = select_device(config.device)
-
     check_modality(image, metadata)
     roi = _roi(config, metadata)
     selected = get_scheme(metadata.scheme).select(config.structures) if config.structures else None
@@ -120,7 +118,7 @@ def segment_image(image: Image, model: torch.nn.Module, metadata, config: Infere
             probs, info = predict_probabilities(used, tensor, roi, config, device, update, swap)
         finally:
             bar.close()
-        _synchronize(device)
+        synchronize(device)
         timings["inference_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     result = _finish(probs, prepared, metadata, config, selected)
@@ -137,7 +135,6 @@ def _run_etta(model, tensor, roi, config: InferenceConfig, etta_config, device, 
     """ETTA whose two whole-scan passes are this module's sliding window (overlap, blending, flips,
     low-memory path), so its second pass is the segmentation. Returns ``(model, stats, probs of
     the adapted model or None when ETTA was skipped, window info)``."""
-
     infos = {}
 
     def predict(net, image, stage):
@@ -147,7 +144,7 @@ def _run_etta(model, tensor, roi, config: InferenceConfig, etta_config, device, 
             probs, infos[stage] = predict_probabilities(net, image, roi, config, device, update, swap_table)
         finally:
             bar.close()
-        _synchronize(device)
+        synchronize(device)
         return probs
 
     import dataclasses
@@ -175,12 +172,11 @@ def _run_etta(model, tensor, roi, config: InferenceConfig, etta_config, device, 
 def _finish(probs, prepared: Prepared, metadata, config: InferenceConfig, selected) -> Segmentation:
     activation = config.activation or "softmax"
     if activation == "sigmoid":  # overlapping region channels painted into labels (heads.RegionHead)
-
         head = region_head(metadata.scheme)
         channels, entropy, kept = postprocess(probs, prepared, config.probabilities, activation, head.labels)
         labels, kind, classes = channels.astype(np.uint8), "regions", head.num_channels
     else:  # the checkpoint's own channel order (compact for UKBOB, converted on load)
-        layout = _checkpoint_layout(metadata)
+        layout = checkpoint_layout(metadata)
         channels, entropy, kept = postprocess(probs, prepared, config.probabilities)
         labels, kind, classes = layout.channels_to_labels(channels), layout.kind, layout.num_channels
     del probs

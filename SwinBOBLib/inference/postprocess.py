@@ -64,7 +64,6 @@ def postprocess(probs: torch.Tensor, prepared: Prepared, keep_probabilities: boo
         ``(channels (X, Y, Z) int64, entropy (X, Y, Z) float32, probabilities (X, Y, Z, K) float32
         or None)``, all in the RAS voxel order of the input grid.
     """
-
     shape = prepared.ras_shape
     channels = np.zeros(shape, dtype=np.int64)
     entropy = np.zeros(shape, dtype=np.float32)

@@ -13,7 +13,7 @@ from SwinBOBLib.labels.layouts import channel_layout
 from SwinBOBLib.labels.schemes import get_scheme
 from SwinBOBLib.models.heads import region_head
 from SwinBOBLib.models.legacy import VARIANTS
-from SwinBOBLib.models.loading import _load
+from SwinBOBLib.models.loading import load_checkpoint_and_file
 from SwinBOBLib.models.metadata import CheckpointMetadata
 from SwinBOBLib.models.networks import count_parameters
 from SwinBOBLib.models.norms import adaptable_parameters
@@ -37,8 +37,7 @@ def describe_checkpoint(path: str | os.PathLike, **overrides) -> dict:
     Raises:
         FileNotFoundError, ValueError: as :func:`load_checkpoint`.
     """
-
-    model, metadata, file = _load(path, **overrides)
+    model, metadata, file = load_checkpoint_and_file(path, **overrides)
     adaptable = adaptable_parameters(model)
     return {"path": str(path), "format": file.kind, "file": _plain_details(file.details),
             "network": metadata.network, "variant": metadata.variant,
@@ -55,7 +54,6 @@ def describe_checkpoint(path: str | os.PathLike, **overrides) -> dict:
 
 def _channel_names(metadata: CheckpointMetadata) -> list[str]:
     if metadata.activation == "sigmoid":
-
         return list(region_head(metadata.scheme).regions)
     scheme = get_scheme(metadata.scheme)
     return ["background" if v == 0 else scheme.name_of(v) if v in scheme.structures else "unused"
@@ -88,7 +86,6 @@ def preprocessing_record(metadata, config=None, warn: bool = False) -> dict:
         ``{field: {"value", "source", "note"?}}`` (source one of :data:`SOURCES`) plus
         ``"assumed": [field, ...]``.
     """
-
     config = config or InferenceConfig()
     sources, notes = getattr(metadata, "sources", {}) or {}, getattr(metadata, "notes", {}) or {}
     record = {}

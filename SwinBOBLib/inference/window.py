@@ -31,7 +31,6 @@ def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> i
 def _patch_predictor(model, device, amp_dtype, counter: Callable[[int], None] | None,
                      out_dtype: torch.dtype = torch.float32, activation: str = "softmax"):
     """Patch ``(B, C, *roi)`` -> softmax (or sigmoid, :mod:`heads`) probabilities (``out_dtype``) on ``device``."""
-
     def predict(patch: torch.Tensor) -> torch.Tensor:
         patch = patch.to(device=device, dtype=torch.float32)
         if amp_dtype is not None:
@@ -78,7 +77,7 @@ def _sliding_window(model, tensor, roi, config, device, low_memory, progress, fl
     return probs
 
 
-def _checkpoint_layout(metadata):
+def checkpoint_layout(metadata):
     """The channel layout a softmax checkpoint's outputs are in (compact unless it says otherwise)."""
     return channel_layout(metadata.scheme, getattr(metadata, "layout", "compact"))
 
@@ -86,8 +85,7 @@ def _checkpoint_layout(metadata):
 def lateral_swap(metadata) -> list[int]:
     """The other-side channel of each channel of the checkpoint's layout (flip TTA exchanges them
     for left-right flipped windows)."""
-
-    return lateral_swap_table(_checkpoint_layout(metadata)).tolist()
+    return lateral_swap_table(checkpoint_layout(metadata)).tolist()
 
 
 def predict_probabilities(model: torch.nn.Module, tensor: torch.Tensor, roi: Sequence[int],

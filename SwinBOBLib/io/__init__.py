@@ -15,6 +15,8 @@ gives every public name of the modules above but ``datasets``.
 from SwinBOBLib.io.dicom import (  # noqa: F401
     SLICE_SPACING_TOLERANCE,
     check_slice_spacing,
+    read_dicom_series,
+    write_dicom_series,
 )
 from SwinBOBLib.io.files import (  # noqa: F401
     STAGING_PREFIX,
@@ -45,6 +47,7 @@ from SwinBOBLib.io.image import (  # noqa: F401
     Image,
     ImageFormatError,
     as_label_array,
+    check_array,
     check_geometry,
     image_stem,
     image_suffix,
@@ -55,6 +58,7 @@ from SwinBOBLib.io.memory import (  # noqa: F401
     InsufficientMemoryError,
     check_declared_size,
     format_mm,
+    out_of_memory_error,
     physical_memory_bytes,
 )
 from SwinBOBLib.io.readers import (  # noqa: F401
@@ -78,6 +82,7 @@ __all__ = [
     "GeometryWarning",
     "Image",
     "source_name",
+    "check_array",
     "check_geometry",
     "image_suffix",
     "image_stem",
@@ -87,13 +92,16 @@ __all__ = [
     "format_mm",
     "physical_memory_bytes",
     "check_declared_size",
+    "out_of_memory_error",
     "load_image",
     "load_labelmap",
     "output_format",
     "save_image",
     "save_labelmap",
+    "read_dicom_series",
     "SLICE_SPACING_TOLERANCE",
     "check_slice_spacing",
+    "write_dicom_series",
     "current_umask",
     "apply_umask",
     "write_text_atomic",

@@ -21,7 +21,6 @@ import numpy as np
 
 from SwinBOBLib import labels as label_schemes
 
-
 SPLITS = ("train", "val", "test")
 
 

@@ -15,11 +15,11 @@ import numpy as np
 
 from SwinBOBLib.io.files import apply_umask
 from SwinBOBLib.io.image import Image, ImageFormatError
-from SwinBOBLib.io.itk import _itk_affine, _itk_array, _to_itk
+from SwinBOBLib.io.itk import itk_affine, itk_array, to_itk
 from SwinBOBLib.io.memory import InsufficientMemoryError
 
 
-def _read_dicom_series(folder: Path, series_uid: str | None) -> Image:
+def read_dicom_series(folder: Path, series_uid: str | None) -> Image:
     import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()
@@ -49,7 +49,7 @@ def _read_dicom_series(folder: Path, series_uid: str | None) -> Image:
         raise ImageFormatError(f"{folder}: DICOM series {series_uid} has a single slice; need a 3D volume")
     check_slice_spacing(_slice_positions(reader, len(names)), img.GetDirection(), names,
                         f"{folder}: DICOM series {series_uid}")
-    return Image(_itk_array(img), _itk_affine(img), folder, metadata={"series_uid": series_uid})
+    return Image(itk_array(img), itk_affine(img), folder, metadata={"series_uid": series_uid})
 
 
 def _slice_positions(reader, count: int) -> np.ndarray | None:
@@ -101,14 +101,14 @@ def check_slice_spacing(positions: np.ndarray | None, direction: Sequence[float]
             "broken, and the geometry after it would be wrong. Re-export the complete series.")
 
 
-def _write_dicom_series(array: np.ndarray, affine: np.ndarray, folder: Path) -> None:
+def write_dicom_series(array: np.ndarray, affine: np.ndarray, folder: Path) -> None:
     """Write a scalar volume as a DICOM series (one file per k-slice), atomically as a folder."""
     if array.ndim != 3:
         raise ValueError(f"{folder}: DICOM output takes a single-channel volume, got shape {array.shape}")
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise FileExistsError(f"{folder}: exists and is not an empty folder; refusing to mix DICOM series")
     slope, intercept, stored = _dicom_scaling(array)
-    img = _to_itk(stored, affine, str(folder))
+    img = to_itk(stored, affine, str(folder))
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
         apply_umask(tmp)

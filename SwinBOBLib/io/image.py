@@ -110,7 +110,7 @@ def source_name(path) -> str:
     return str(path) if path is not None else "image"
 
 
-def _check_array(array: np.ndarray, source: str) -> np.ndarray:
+def check_array(array: np.ndarray, source: str) -> np.ndarray:
     """Enforce 3D or 3D+channels, finite values; squeeze a single trailing channel."""
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]

@@ -11,7 +11,7 @@ import numpy as np
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def _itk_affine(img) -> np.ndarray:
+def itk_affine(img) -> np.ndarray:
     """Voxel (i, j, k) -> RAS mm for a SimpleITK image (which stores LPS)."""
     dim = img.GetDimension()
     direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(dim, dim)[:3, :3]
@@ -21,7 +21,7 @@ def _itk_affine(img) -> np.ndarray:
     return _LPS_TO_RAS @ affine
 
 
-def _itk_array(img) -> np.ndarray:
+def itk_array(img) -> np.ndarray:
     import SimpleITK as sitk
 
     array = sitk.GetArrayFromImage(img)
@@ -32,7 +32,7 @@ def _itk_array(img) -> np.ndarray:
     return np.transpose(array, spatial)
 
 
-def _itk_itemsize(pixel_id: int) -> int:
+def itk_itemsize(pixel_id: int) -> int:
     """Bytes per component of a SimpleITK pixel type ("16-bit signed integer" -> 2)."""
     import SimpleITK as sitk
 
@@ -40,7 +40,7 @@ def _itk_itemsize(pixel_id: int) -> int:
     return int(bits.group(1)) // 8 if bits else 8
 
 
-def _itk_geometry(affine: np.ndarray, source: str):
+def itk_geometry(affine: np.ndarray, source: str):
     lps = _LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)
     spacing = np.linalg.norm(lps[:3, :3], axis=0)
     direction = lps[:3, :3] / spacing
@@ -50,7 +50,7 @@ def _itk_geometry(affine: np.ndarray, source: str):
     return tuple(spacing.tolist()), tuple(lps[:3, 3].tolist()), tuple(direction.ravel().tolist())
 
 
-def _to_itk(array: np.ndarray, affine: np.ndarray, source: str):
+def to_itk(array: np.ndarray, affine: np.ndarray, source: str):
     import SimpleITK as sitk
 
     vector = array.ndim == 4
@@ -58,7 +58,7 @@ def _to_itk(array: np.ndarray, affine: np.ndarray, source: str):
     if zyx.dtype == np.bool_:
         zyx = zyx.astype(np.uint8)
     img = sitk.GetImageFromArray(zyx, isVector=vector)
-    spacing, origin, direction = _itk_geometry(affine, source)
+    spacing, origin, direction = itk_geometry(affine, source)
     img.SetSpacing(spacing)
     img.SetOrigin(origin)
     img.SetDirection(direction)

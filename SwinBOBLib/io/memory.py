@@ -59,7 +59,7 @@ def check_declared_size(source, shape: Sequence[int], itemsize: int) -> int:
     return declared
 
 
-def _out_of_memory(source, shape: Sequence[int], itemsize: int) -> InsufficientMemoryError:
+def out_of_memory_error(source, shape: Sequence[int], itemsize: int) -> InsufficientMemoryError:
     declared = float(np.prod([int(n) for n in shape], dtype=np.float64)) * int(itemsize)
     return InsufficientMemoryError(f"not enough memory to read {source} (declared size {_bytes(declared)}, "
                                    f"shape {tuple(int(n) for n in shape)})")

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from SwinBOBLib.io.dicom import _read_dicom_series
+from SwinBOBLib.io.dicom import read_dicom_series
 from SwinBOBLib.io.image import (
     DIXON_CHANNELS,
     IMAGE_SUFFIXES,
@@ -19,14 +19,14 @@ from SwinBOBLib.io.image import (
     NIFTI_SUFFIXES,
     Image,
     ImageFormatError,
-    _check_array,
     as_label_array,
+    check_array,
     check_geometry,
     image_stem,
     image_suffix,
 )
-from SwinBOBLib.io.itk import _itk_affine, _itk_array, _itk_itemsize
-from SwinBOBLib.io.memory import InsufficientMemoryError, _out_of_memory, check_declared_size
+from SwinBOBLib.io.itk import itk_affine, itk_array, itk_itemsize
+from SwinBOBLib.io.memory import InsufficientMemoryError, check_declared_size, out_of_memory_error
 from SwinBOBLib.labels.schemes import get_scheme
 
 
@@ -55,7 +55,7 @@ def load_image(path: str | os.PathLike | Sequence[str | os.PathLike], *,
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
     if path.is_dir():
-        image = _read_dicom_series(path, series_uid)
+        image = read_dicom_series(path, series_uid)
     elif path.stat().st_size == 0:
         raise ImageFormatError(f"{path}: the file is empty")
     elif image_suffix(path) in NIFTI_SUFFIXES:
@@ -65,7 +65,7 @@ def load_image(path: str | os.PathLike | Sequence[str | os.PathLike], *,
     else:
         raise ImageFormatError(f"{path}: unknown image format '{path.suffix}'; expected one of "
                                f"{', '.join(IMAGE_SUFFIXES)} or a DICOM folder")
-    image.array = _check_array(image.array, str(path))
+    image.array = check_array(image.array, str(path))
     check_geometry(image.affine, str(path))
     if image.num_channels > 1:
         if channel_names is not None:
@@ -113,7 +113,7 @@ def _read_nifti(path: Path) -> Image:
     try:
         array = np.asarray(img.dataobj)
     except MemoryError:
-        raise _out_of_memory(path, shape, itemsize) from None
+        raise out_of_memory_error(path, shape, itemsize) from None
     except Exception as error:
         raise ImageFormatError(f"{path}: cannot read as NIfTI ({type(error).__name__}: {error}); "
                                "the file is truncated or not a NIfTI image") from error
@@ -128,20 +128,20 @@ def _read_itk(path: Path) -> Image:
     try:
         reader.ReadImageInformation()
         shape = (*reader.GetSize(), reader.GetNumberOfComponents())
-        itemsize = _itk_itemsize(reader.GetPixelID())
+        itemsize = itk_itemsize(reader.GetPixelID())
         check_declared_size(path, shape, itemsize)
         img = reader.Execute()
     except InsufficientMemoryError:
         raise
     except MemoryError:
-        raise _out_of_memory(path, shape, itemsize) from None
+        raise out_of_memory_error(path, shape, itemsize) from None
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[-1] if str(error).strip() else ""
         raise ImageFormatError(f"{path}: cannot read the image ({first_line}); the file is truncated "
                                "or not in the format its name says") from error
     if img.GetDimension() < 3:
         raise ImageFormatError(f"{path}: image is {img.GetDimension()}D; SwinBOB needs a 3D volume")
-    image = Image(_itk_array(img), _itk_affine(img), path)
+    image = Image(itk_array(img), itk_affine(img), path)
     if image_suffix(path) == ".seg.nrrd":
         image.metadata["segments"] = _read_segment_metadata(img, path)
     return image
@@ -192,6 +192,5 @@ def load_labelmap(path: str | os.PathLike, scheme: str | None = "ukbob") -> Imag
                                "segments?); export it as a single label map")
     image.array = as_label_array(image.array, str(path))
     if scheme is not None:
-
         get_scheme(scheme).validate_labelmap(image.array, source=str(path))
     return image

@@ -12,18 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
-from SwinBOBLib.io.dicom import _write_dicom_series
+from SwinBOBLib.io.dicom import write_dicom_series
 from SwinBOBLib.io.image import (
     IMAGE_SUFFIXES,
     ITK_SUFFIXES,
     NIFTI_SUFFIXES,
     Image,
-    _check_array,
     as_label_array,
+    check_array,
     check_geometry,
     image_suffix,
 )
-from SwinBOBLib.io.itk import _to_itk
+from SwinBOBLib.io.itk import to_itk
 from SwinBOBLib.labels.schemes import get_scheme
 
 
@@ -63,13 +63,13 @@ def save_image(image: Image, path: str | os.PathLike, *, scheme: str | None = No
     """
     path = Path(path)
     array = np.asarray(image.array if dtype is None else image.array.astype(dtype))
-    array = _check_array(array, str(path))
+    array = check_array(array, str(path))
     check_geometry(image.affine, str(path))
     suffix = image_suffix(path)
     output_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix not in IMAGE_SUFFIXES:  # no suffix, or a numeric one such as a series UID's
-        _write_dicom_series(array, image.affine, path)
+        write_dicom_series(array, image.affine, path)
         return path
     tmp = path.with_name(f".{path.name[: -len(suffix)]}.tmp-{uuid.uuid4().hex[:8]}{suffix}")
     try:
@@ -111,7 +111,7 @@ def _write_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
 def _write_itk(array: np.ndarray, affine: np.ndarray, path: Path, seg_scheme: str | None) -> None:
     import SimpleITK as sitk
 
-    img = _to_itk(array, affine, str(path))
+    img = to_itk(array, affine, str(path))
     if seg_scheme is not None:
         _add_segment_metadata(img, as_label_array(array, str(path)), seg_scheme)
     sitk.WriteImage(img, str(path), useCompression=True)
@@ -119,7 +119,6 @@ def _write_itk(array: np.ndarray, affine: np.ndarray, path: Path, seg_scheme: st
 
 def _add_segment_metadata(img, labels: np.ndarray, scheme_name: str) -> None:
     """Slicer segmentation header fields so Slicer shows names and colours of each label."""
-
     scheme = get_scheme(scheme_name)
     present = [int(v) for v in np.unique(labels) if v != 0]
     img.SetMetaData("Segmentation_MasterRepresentation", "Binary labelmap")

@@ -17,8 +17,10 @@ from SwinBOBLib.labels.layouts import (  # noqa: F401
 )
 from SwinBOBLib.labels.names import (  # noqa: F401
     PART_OF,
+    ancestors,
     canonical_key,
     normalize_name,
+    singular,
 )
 from SwinBOBLib.labels.remap import (  # noqa: F401
     Correspondence,
@@ -48,6 +50,8 @@ __all__ = [
     "PART_OF",
     "normalize_name",
     "canonical_key",
+    "ancestors",
+    "singular",
     "DATA_DIR",
     "SCHEME_DIR",
     "SCHEME_FILES",

@@ -79,7 +79,7 @@ _ALIAS_KEYS.update({normalize_name(f"{a} {side}"): normalize_name(f"{t} {side}")
 _PART_OF_KEYS = {normalize_name(child): normalize_name(parent) for child, parent in PART_OF.items()}
 
 
-def _ancestors(key: str) -> list[str]:
+def ancestors(key: str) -> list[str]:
     """Canonical keys of the structures containing ``key``, nearest first."""
     chain, seen = [], {key}
     while key in _PART_OF_KEYS and _PART_OF_KEYS[key] not in seen:
@@ -89,7 +89,7 @@ def _ancestors(key: str) -> list[str]:
     return chain
 
 
-def _singular(text: str) -> str:
+def singular(text: str) -> str:
     """English plural -> singular, word by word ("adrenal glands" -> "adrenal gland", "arteries" ->
     "artery"); words that are not plurals ("gluteus", "vertebrae", "pancreas") stay."""
     words = []

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from SwinBOBLib.labels.names import _ancestors
+from SwinBOBLib.labels.names import ancestors
 from SwinBOBLib.labels.schemes import Scheme, get_scheme
 
 
@@ -33,7 +33,7 @@ def correspondences(src: str | Scheme, dst: str | Scheme) -> list[Correspondence
     found = []
     for index in src_scheme.indices:
         key = src_scheme.structures[index].key
-        for depth, candidate in enumerate([key, *_ancestors(key)]):
+        for depth, candidate in enumerate([key, *ancestors(key)]):
             if candidate in dst_by_key:
                 target = dst_by_key[candidate]
                 found.append(Correspondence(index, src_scheme.structures[index].name, target,

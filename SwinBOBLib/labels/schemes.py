@@ -32,8 +32,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from SwinBOBLib.labels.names import _ancestors, _singular, canonical_key
-
+from SwinBOBLib.labels.names import ancestors, canonical_key, singular
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -158,7 +157,7 @@ class Scheme:
         parts = self.parts_of(key)
         if parts:
             hint = f" In this scheme it is split into: {', '.join(self[i].name for i in parts)}."
-        for ancestor in _ancestors(key):
+        for ancestor in ancestors(key):
             if ancestor in self._by_key:
                 hint = f" It is part of '{self[self._by_key[ancestor]].name}' in this scheme."
                 break
@@ -173,7 +172,7 @@ class Scheme:
         """Label values of this scheme's structures that are parts of the named structure
         (e.g. the two left lung lobes for "left lung" in UKBOB)."""
         key = canonical_key(name_or_key)
-        return [i for i, s in self.structures.items() if key in _ancestors(s.key)]
+        return [i for i, s in self.structures.items() if key in ancestors(s.key)]
 
     def select(self, names: str | Iterable[str | int] | None) -> list[int]:
         """Label values for a comma-separated string or list of structure names; all when None.
@@ -215,7 +214,7 @@ class Scheme:
             return sorted({*own, *(i for i in self.indices if self.structures[i].group == group)})
         if isinstance(name, (int, np.integer)) or text.isdigit():
             return [self.lookup(name)]
-        for candidate in dict.fromkeys((text, _singular(text))):
+        for candidate in dict.fromkeys((text, singular(text))):
             found = self._meaning(candidate)
             if found:
                 return sorted(found)
@@ -303,7 +302,7 @@ def _ukbob_metadata() -> dict[str, Structure]:
 def _borrowed(key: str) -> Structure | None:
     """UKBOB metadata for ``key`` or for the nearest structure containing it."""
     meta = _ukbob_metadata()
-    for candidate in [key, *_ancestors(key)]:
+    for candidate in [key, *ancestors(key)]:
         if candidate in meta:
             return meta[candidate]
     return None

@@ -16,6 +16,7 @@ from SwinBOBLib.models.loading import (  # noqa: F401
     convert_head,
     extract_state_dict,
     load_checkpoint,
+    load_checkpoint_and_file,
     read_checkpoint,
     read_checkpoint_file,
     save_checkpoint,
@@ -30,6 +31,7 @@ from SwinBOBLib.models.networks import (  # noqa: F401
     NetworkSpec,
     build_model,
     count_parameters,
+    network_spec,
     roi_multiple,
 )
 
@@ -40,6 +42,7 @@ __all__ = [
     "NetworkSpec",
     "NETWORKS",
     "roi_multiple",
+    "network_spec",
     "build_model",
     "count_parameters",
     "save_checkpoint",
@@ -48,5 +51,6 @@ __all__ = [
     "check_state_dict",
     "convert_head",
     "load_checkpoint",
+    "load_checkpoint_and_file",
     "read_checkpoint",
 ]

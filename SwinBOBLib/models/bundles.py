@@ -18,7 +18,7 @@ from SwinBOBLib.models.legacy import variant_for_monai_version
 _BUNDLE_NETWORKS = {"swinunetr": "swinunetr", "unetr": "unetr", "segresnet": "segresnet", "unet": "unet"}
 
 
-def _is_bundle_zip(path: Path) -> bool:
+def is_bundle_zip(path: Path) -> bool:
     """A zip holding ``configs/`` and ``models/`` (torch.save files are zips too, without them)."""
     if not zipfile.is_zipfile(path):
         return False
@@ -55,7 +55,7 @@ class _BundleFiles:
             self.archive.close()
 
 
-def _read_bundle(path: Path) -> CheckpointFile:
+def read_bundle(path: Path) -> CheckpointFile:
     files = _BundleFiles(path)
     try:
         config = _bundle_config(files, path)

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-
 _EPS = 1e-8
 
 
@@ -87,7 +86,6 @@ def entropy(probabilities: torch.Tensor, activation: str = "softmax", eps: float
     binary entropy divided by log(2) (C >= 1).
     """
     if check_activation(activation) == "softmax":
-
         return entropy_map(probabilities, eps)
     p = torch.as_tensor(probabilities).float().clamp(0.0, 1.0)
     h = -(torch.special.xlogy(p, p) + torch.special.xlogy(1 - p, 1 - p)) / math.log(2)  # 0 log 0 = 0

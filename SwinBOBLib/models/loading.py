@@ -45,13 +45,12 @@ import torch
 
 from SwinBOBLib.labels.layouts import channel_layout, layout_for_channels
 from SwinBOBLib.labels.schemes import available_schemes, get_scheme
-from SwinBOBLib.models.bundles import _is_bundle_zip, _read_bundle
-from SwinBOBLib.models.formats import CheckpointFile, SCHEME_MODALITY, classify, safe_load
+from SwinBOBLib.models.bundles import is_bundle_zip, read_bundle
+from SwinBOBLib.models.formats import SCHEME_MODALITY, CheckpointFile, classify, safe_load
 from SwinBOBLib.models.heads import REGION_HEADS, region_head
 from SwinBOBLib.models.legacy import DEFAULT_VARIANT, VARIANTS, variant_of
 from SwinBOBLib.models.metadata import CHECKPOINT_FORMAT_VERSION, CheckpointMetadata
-from SwinBOBLib.models.networks import _network_spec, build_model
-
+from SwinBOBLib.models.networks import build_model, network_spec
 
 #: Prefixes that training wrappers put in front of the network's own parameter names.
 _WRAPPER_PREFIXES = ("module.", "model.", "net.", "network.", "_orig_mod.")
@@ -69,11 +68,10 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module,
     weights, and the Swin-UNETR variant from its patch-merging layers, so the stored metadata
     always matches them.
     """
-
     if not isinstance(metadata, CheckpointMetadata):
         metadata = CheckpointMetadata.from_dict(metadata)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    spec = _network_spec(metadata.network)
+    spec = network_spec(metadata.network)
     inferred = spec.infer(state)
     # The variant is read off the network itself, so a checkpoint always says how it was computed.
     variant = variant_of(model) if spec.variants else None
@@ -99,7 +97,6 @@ def read_checkpoint_file(path: str | os.PathLike) -> Any:
         FileNotFoundError: no such file.
         ValueError: empty or corrupt file, or one that would need to unpickle objects or code.
     """
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
@@ -114,7 +111,7 @@ def extract_state_dict(obj: Any, network: str = "swinunetr", source: str = "chec
     Looks inside ``state_dict``/``model``/``network``/``net`` keys and strips prefixes such as
     ``module.`` (DataParallel) or ``model.`` (Lightning) in front of the network's names.
     """
-    anchor = _network_spec(network).anchor
+    anchor = network_spec(network).anchor
     for _ in range(3):
         if isinstance(obj, Mapping) and any(isinstance(v, torch.Tensor) for v in obj.values()):
             break
@@ -164,7 +161,7 @@ def convert_head(state_dict: dict, metadata: CheckpointMetadata, network: str = 
         raise ValueError(f"cannot convert the {metadata.layout} head of scheme '{metadata.scheme}' "
                          "to the compact layout: some classes have no channel")
     converted = dict(state_dict)
-    for key in _network_spec(network).head:
+    for key in network_spec(network).head:
         converted[key] = state_dict[key][torch.as_tensor(rows)]
     return converted
 
@@ -214,7 +211,6 @@ def _assume(values: dict, sources: dict, notes: dict, key: str, value: Any, note
 
 def _resolve_head(values: dict, sources: dict, notes: dict, source: str) -> None:
     """Scheme, layout and activation of the output head from what is known and its channel count."""
-
     count = int(values["out_channels"])
     if "scheme" not in values:
         scheme, why = _scheme_for_channels(count, values.get("activation"), source)
@@ -257,7 +253,6 @@ def _resolve_region_head(values, sources, notes, count: int, source: str) -> Non
 
 def _scheme_for_channels(count: int, activation: str | None, source: str) -> tuple[str, str]:
     """The label scheme a head of ``count`` channels most plausibly has, and why."""
-
     candidates = []
     for name in (*_SCHEME_PREFERENCE, *sorted(set(available_schemes()) - set(_SCHEME_PREFERENCE))):
         if activation != "softmax" and name in REGION_HEADS and REGION_HEADS[name].num_channels == count:
@@ -275,7 +270,7 @@ def _scheme_for_channels(count: int, activation: str | None, source: str) -> tup
 
 
 def _resolve_variant(values: dict, sources: dict, notes: dict, network: str) -> None:
-    if not _network_spec(network).variants:
+    if not network_spec(network).variants:
         values["variant"] = None
         sources.pop("variant", None)
         return
@@ -287,7 +282,6 @@ def _resolve_variant(values: dict, sources: dict, notes: dict, network: str) -> 
 
 def _resolve_preprocessing(values: dict, sources: dict, notes: dict, given: Mapping[str, Any]) -> None:
     """Intensity, spacing, ROI, overlap and modality: the file's, the caller's, or assumed defaults."""
-
     defaults = CheckpointMetadata()
     if "intensity" in given and "intensity_params" not in given:
         values.pop("intensity_params", None)  # the file's parameters belong to its own intensity mode
@@ -324,11 +318,11 @@ def load_checkpoint(path: str | os.PathLike, **overrides) -> tuple[torch.nn.Modu
         ValueError: unreadable file, pickled code, a state dict of another network or shape (the
             message names the first wrong key and both shapes), a head no scheme fits, inconsistent metadata.
     """
-    model, metadata, _ = _load(path, **overrides)
+    model, metadata, _ = load_checkpoint_and_file(path, **overrides)
     return model, metadata
 
 
-def _load(path, **overrides):
+def load_checkpoint_and_file(path, **overrides):
     """:func:`load_checkpoint`, also returning the :class:`~SwinBOBLib.models.formats.CheckpointFile`."""
 
     source = str(path)
@@ -337,8 +331,8 @@ def _load(path, **overrides):
     network = overrides.get("network") or values.get("network", "swinunetr")
     state_dict = extract_state_dict(file.payload, network, source)
     _take(values, sources, {"network": network}, sources.get("network", "assumed"))
-    _warn_size_mismatch(values, _network_spec(network).infer(state_dict), source)
-    _take(values, sources, _network_spec(network).infer(state_dict), "weights")
+    _warn_size_mismatch(values, network_spec(network).infer(state_dict), source)
+    _take(values, sources, network_spec(network).infer(state_dict), "weights")
     given = {k: v for k, v in overrides.items() if v is not None}
     _take(values, sources, given, "option")
     _resolve_head(values, sources, notes, source)
@@ -376,8 +370,8 @@ def read_checkpoint(path: str | os.PathLike) -> CheckpointFile:
         ValueError: empty, corrupt or unsafe file; a bundle without weights or config.
     """
     path = Path(path)
-    if path.is_dir() or (path.is_file() and _is_bundle_zip(path)):
-        return _read_bundle(path)
+    if path.is_dir() or (path.is_file() and is_bundle_zip(path)):
+        return read_bundle(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file or bundle folder")
     if path.stat().st_size == 0:

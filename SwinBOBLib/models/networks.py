@@ -135,10 +135,10 @@ NETWORKS: dict[str, NetworkSpec] = {
 
 def roi_multiple(network: str) -> int:
     """Patch edges of ``network`` must be multiples of this many voxels."""
-    return _network_spec(network).roi_multiple
+    return network_spec(network).roi_multiple
 
 
-def _network_spec(network: str) -> NetworkSpec:
+def network_spec(network: str) -> NetworkSpec:
     key = str(network).lower().replace("-", "").replace("_", "")
     if key not in NETWORKS:
         raise ValueError(f"unknown network '{network}'; available: {', '.join(NETWORKS)}")
@@ -173,7 +173,7 @@ def build_model(feature_size: int = 48, in_channels: int = 1, out_channels: int 
                         ("out_channels", out_channels)):
         if int(value) != value or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    spec = _network_spec(network)
+    spec = network_spec(network)
     extra = {"variant": variant} if spec.variants else {}
     return spec.build(int(feature_size), int(in_channels), int(out_channels), bool(affine_norm), int(roi_size),
                       **extra)

@@ -107,7 +107,6 @@ def write_outputs(result: Segmentation, image: io.Image, outdir: Path, suffix: s
     ``outdir`` is written file by file; :func:`segment_file` points it at a staging folder that is
     then moved into place whole.
     """
-
     outdir.mkdir(parents=True, exist_ok=True)
     paths = {"labels": outdir / f"labels{suffix}", "entropy": outdir / f"entropy{suffix}",
              "organs": outdir / "organs.csv", "report": outdir / "report.json"}
@@ -124,11 +123,11 @@ def write_outputs(result: Segmentation, image: io.Image, outdir: Path, suffix: s
                        heatmap=result.entropy.array, heatmap_label="entropy (normalised)",
                        title=report["input"]["path"], notice=model_notice(report.get("model")))
     report["outputs"] = {k: str(v) for k, v in paths.items()}
-    io.write_text_atomic(paths["report"], json.dumps(report, indent=2, default=_json_default))
+    io.write_text_atomic(paths["report"], json.dumps(report, indent=2, default=json_default))
     return paths
 
 
-def _json_default(value):
+def json_default(value):
     if isinstance(value, (np.integer, np.floating)):
         return value.item()
     if isinstance(value, (Path, tuple)):

@@ -28,7 +28,6 @@ def organ_rows(labels: np.ndarray, entropy: np.ndarray, spacing, scheme: str = "
     before a ``structures`` subset was cut out of it: SOLF's body (V_body of the normalised
     volume) is taken from it, so a subset reports the same features as the whole map.
     """
-
     s = get_scheme(scheme)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     flat = labels.ravel().astype(np.int64)

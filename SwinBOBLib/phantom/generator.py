@@ -77,7 +77,6 @@ class Phantom:
 
     def as_image(self):
         """The Dixon image as a :class:`SwinBOBLib.io.Image`."""
-
         return Image(self.image, self.affine.copy(), channel_names=tuple(self.channel_names))
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 RESOURCES = Path(__file__).resolve().parents[2] / "Resources"
 
 

@@ -11,7 +11,6 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-
 #: Environment variable naming a file whose existence asks the job to stop (see :class:`StopFlag`).
 STOP_FILE_ENV = "SWINBOB_STOP_FILE"
 

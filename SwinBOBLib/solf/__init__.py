@@ -10,8 +10,7 @@ Cohort runs (local process pool or Ray), reports and the epsilon ablation live i
 """
 
 from .body import body_mask_from_image
-from .bounds import (SOLF_FEATURES, Bounds, fit_bounds, flag, flag_cohort, load_bounds,
-                     save_bounds)
+from .bounds import SOLF_FEATURES, Bounds, fit_bounds, flag, flag_cohort, load_bounds, save_bounds
 from .features import FEATURES, organ_features
 
 __all__ = ["FEATURES", "SOLF_FEATURES", "Bounds", "body_mask_from_image", "fit_bounds", "flag",

@@ -41,7 +41,6 @@ def check_scheme(path: str, scheme: str | None, bounds, features, partial: bool 
             lacks more than :data:`FOREIGN_MISSING_SHARE` of the structures nearly every cohort
             sample has (a total_mr map against ukbob bounds).
     """
-
     if scheme and bounds.scheme and get_scheme(scheme).name != get_scheme(bounds.scheme).name:
         raise ValueError(f"{path}: a '{get_scheme(scheme).name}' label map cannot be checked against SOLF bounds "
                          f"of '{bounds.scheme}' maps; fit bounds on a cohort of this scheme (swinbob solf run) "
@@ -258,7 +257,6 @@ def flagged_structures(flags: Mapping[int, Mapping]) -> list[int]:
 def _name_of(scheme: str | None, label: int) -> str:
     if scheme is None:
         return str(label)
-
     try:
         return get_scheme(scheme).name_of(label)
     except KeyError:

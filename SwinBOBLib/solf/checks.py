@@ -434,7 +434,6 @@ def partner_labels(scheme: str | None) -> dict[int, int]:
     """``{label: its other-side partner}`` of a scheme (``{}`` without one)."""
     if scheme is None:
         return {}
-
     return get_scheme(scheme).lateral_partners()
 
 

@@ -153,7 +153,6 @@ def _body_source(sample: Sample, body: str) -> str:
 
 def _body_mask(sample: Sample, body: str, shape, image: np.ndarray | None = None) -> np.ndarray | None:
     """V_body's mask (None: the labels), ``image`` the sample's image if already read."""
-
     body = _body_source(sample, body)
     if body == "labels":
         return None
@@ -183,7 +182,6 @@ def compute_sample(sample: Sample, body: str = "auto", labels: Sequence[int] | N
         ``{"id", "labelmap", "version", "files", "shape", "spacing", "features": {"<label>": {...}},
         "warnings", "load_s", "compute_s"}``, or ``{"id", "labelmap", "error"}``.
     """
-
     started = time.perf_counter()
     try:
         image = io.load_labelmap(sample.labelmap, scheme=None)
@@ -198,7 +196,7 @@ def compute_sample(sample: Sample, body: str = "auto", labels: Sequence[int] | N
         values = {} if checks == "none" else structure_checks(
             image.array, image.affine, body_mask=mask, entropy=entropy, labels=labels, image=intensities,
             partners=partner_labels(scheme) if checks == "all" else None)
-        warnings_ = [w for w in [_organ_only_warning(sample, body, mask, image.array, image.affine),
+        warnings_ = [w for w in [organ_only_warning(sample, body, mask, image.array, image.affine),
                                  image_warning] if w]
         done = time.perf_counter()
     except Exception as error:  # one bad file must not stop the cohort
@@ -246,7 +244,6 @@ def labelled_coverage(labelmap: np.ndarray, affine: np.ndarray) -> float:
     The outline of each axial slice: the voxels between the first and last labelled voxel of
     their row or of their column.
     """
-
     labelled = np.asarray(labelmap) != 0
     if not labelled.any():
         return 1.0
@@ -258,7 +255,7 @@ def labelled_coverage(labelmap: np.ndarray, affine: np.ndarray) -> float:
     return float(labelled.sum() / max(int(hull.sum()), 1))
 
 
-def _organ_only_warning(sample: Sample, body: str, mask, labelmap, affine) -> str | None:
+def organ_only_warning(sample: Sample, body: str, mask, labelmap, affine) -> str | None:
     """The ``--body auto`` trap: no body mask, and a map that labels organs only."""
     if body != "auto" or mask is not None:
         return None

@@ -77,7 +77,6 @@ def check_config(config: RunConfig) -> None:
     if config.workers is not None and config.workers < 1:
         raise ValueError(f"--workers {config.workers} must be at least 1")
     if config.scheme is not None:
-
         get_scheme(config.scheme)
 
 
@@ -93,7 +92,6 @@ def run_cohort(config: RunConfig, **hooks) -> RunResult:
                               scheme=config.scheme, checks=config.checks, **hooks)
     cohort = result.cohort()
     bounds = fit_bounds(cohort, config.epsilon, scheme=config.scheme)
-
     description, synthetic = _describe_cohort(config.cohort, len(cohort))
     bounds.cohort = cohort_record([result.records[i] for i in sorted(result.records)], description, synthetic)
     flags = flag_cohort(cohort, bounds, missing_presence=config.missing_presence)
@@ -146,7 +144,6 @@ def _write_outputs(config, out_dir, samples, result: CohortFeatures, cohort, bou
 def run_warnings(result: CohortFeatures, n_samples: int, epsilon: float) -> list[str]:
     """What the report must warn about: a cohort too small for epsilon, and label maps that label
     organs only while ``--body auto`` took their labelled voxels as the body."""
-
     notes = [w for w in [cohort_size_warning(n_samples, epsilon)] if w]
     organ_only = [w for r in result.records.values() for w in r.get("warnings", [])]
     if organ_only:

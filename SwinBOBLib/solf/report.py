@@ -48,7 +48,6 @@ def structure_groups(labels: Sequence[int], scheme: str | None) -> list[tuple[st
     without a scheme, or for labels the scheme lacks: "other")."""
     if scheme is None:
         return [("structures", list(labels))]
-
     table = get_scheme(scheme).structures
     groups: dict[str, list[int]] = {}
     for label in labels:

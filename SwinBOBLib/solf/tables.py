@@ -24,7 +24,6 @@ def structure_namer(scheme: str | None) -> Callable[[int], str]:
     """label -> structure name in ``scheme`` (``label_<n>`` for values the scheme lacks)."""
     if scheme is None:
         return lambda label: f"label_{label}"
-
     table = get_scheme(scheme)
 
     def name(label: int) -> str:

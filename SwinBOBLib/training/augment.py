@@ -31,7 +31,6 @@ from monai.transforms import (
 
 from SwinBOBLib.labels.layouts import ChannelLayout, lateral_swap_table
 
-
 LATERAL_FLIP_MODES = ("swap", "off", "plain")
 
 

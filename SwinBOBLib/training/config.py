@@ -82,7 +82,6 @@ def check_config(config: TrainConfig, source: str = "config") -> TrainConfig:
     for name in positive:
         if int(getattr(config, name)) < 1:
             raise ValueError(f"{source}: {name} must be at least 1, got {getattr(config, name)}")
-
     multiple = roi_multiple(config.network)  # also refuses an unknown network
     if config.roi_size % multiple:
         raise ValueError(f"{source}: roi_size must be a multiple of {multiple} for {config.network}, "

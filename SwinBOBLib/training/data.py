@@ -62,7 +62,6 @@ def prepare_generation_case(case: Case, dataset_scheme: str, metadata: Checkpoin
     """One case for synthesis mode: ``gen`` ``(1, X, Y, Z)`` int16 generation labels on the RAS model
     grid (see :func:`SwinBOBLib.training.synthesis.generation_labels`); the image, when the case has one, only
     splits the unlabelled body into tissue classes."""
-
     loaded = load_case_image(case) if case.images and tissue_classes > 0 else None
     ras = _ras_labels(case, dataset_scheme, metadata, loaded)
     shape, _ = model_grid(ras.spatial_shape, ras.spacing, metadata.target_spacing_mm)
@@ -101,7 +100,6 @@ def make_dataset(cases: Sequence[Case], dataset_scheme: str, metadata: Checkpoin
 
     tissue = None
     if config.synthesis != "off":
-
         tissue = SynthesisConfig.from_dict(config.synthesis_options).tissue_classes
     # The augmentation chain is spliced in flat so that its deterministic head (class indices of the
     # crop sampler) is cached along with the prepared case.

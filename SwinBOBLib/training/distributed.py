@@ -33,7 +33,7 @@ def init_distributed(device: torch.device) -> Distributed:
     return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def _all_true(flag: bool, ctx: Distributed, device: torch.device) -> bool:
+def all_true(flag: bool, ctx: Distributed, device: torch.device) -> bool:
     """True on every rank when ``flag`` is True on any rank (e.g. a stop request)."""
     if ctx.world_size == 1:
         return flag
@@ -44,14 +44,14 @@ def _all_true(flag: bool, ctx: Distributed, device: torch.device) -> bool:
     return bool(value.item())
 
 
-def _barrier(ctx: Distributed) -> None:
+def barrier(ctx: Distributed) -> None:
     if ctx.world_size > 1:
         import torch.distributed as dist
 
         dist.barrier()
 
 
-def _leave_process_group() -> None:
+def leave_process_group() -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

@@ -39,26 +39,25 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from monai.transforms import (
+    ClassesToIndicesd,
     Compose,
     EnsureTyped,
     MapTransform,
+    OneOf,
     Rand3DElasticd,
     RandAdjustContrastd,
     RandAffined,
     RandBiasFieldd,
-    ClassesToIndicesd,
     RandCropByLabelClassesd,
     RandCropByPosNegLabeld,
     RandGaussianNoised,
     RandGaussianSmoothd,
-    OneOf,
     RandomizableTransform,
     SpatialPadd,
 )
 
 from SwinBOBLib.inference.preprocess import normalize_intensity
 from SwinBOBLib.labels.layouts import ChannelLayout
-
 
 #: Label value that the training loss ignores (set in ``label`` after synthesis).
 IGNORE = 255

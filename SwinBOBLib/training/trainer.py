@@ -55,7 +55,7 @@ from SwinBOBLib.training.data import (
     prepare_generation_case,
     training_cases,
 )
-from SwinBOBLib.training.distributed import _all_true, _barrier, _leave_process_group, init_distributed
+from SwinBOBLib.training.distributed import all_true, barrier, init_distributed, leave_process_group
 from SwinBOBLib.training.losses import MaskedDiceCELoss
 from SwinBOBLib.training.synthesis import (
     IGNORE,
@@ -71,7 +71,6 @@ def model_metadata(config: TrainConfig, in_channels: int) -> CheckpointMetadata:
     layout = labels.channel_layout(config.scheme, "compact")
     training = {"synthesis": config.synthesis, "seed": config.seed}
     if config.synthesis != "off":
-
         training["synthesis_options"] = SynthesisConfig.from_dict(config.synthesis_options).to_dict()
     return CheckpointMetadata(network=config.network, scheme=config.scheme, layout="compact",
                               in_channels=in_channels, out_channels=layout.num_channels,
@@ -171,7 +170,6 @@ class Trainer:
         from monai.losses import DiceCELoss
 
         if self.config.synthesis != "off":
-
             return MaskedDiceCELoss(IGNORE, PARTIAL)
         return DiceCELoss(to_onehot_y=True, softmax=True)
 
@@ -191,7 +189,6 @@ class Trainer:
         c = self.config
         crops, volumes = crops_and_volumes(c)
         if c.synthesis != "off":
-
             spacing = c.target_spacing_mm or (1.0, 1.0, 1.0)
             augment = synthesis_transforms(self.layout, (c.roi_size,) * 3, crops, spacing,
                                            SynthesisConfig.from_dict(c.synthesis_options), c.intensity,
@@ -212,7 +209,6 @@ class Trainer:
         path = self.run_dir / "checkpoints" / "last.pt"
         if not path.exists():
             return
-
         obj = read_checkpoint_file(path)
         training = obj.get("training") if isinstance(obj, Mapping) else None
         if not isinstance(training, Mapping):
@@ -259,7 +255,7 @@ class Trainer:
 
     def _should_stop(self) -> bool:
         limit = self.config.max_steps is not None and self.state.global_step >= self.config.max_steps
-        return _all_true(bool(self.stop) or limit, self.ctx, self.device)
+        return all_true(bool(self.stop) or limit, self.ctx, self.device)
 
     def train_epoch(self, data, sampler, loader, bar) -> tuple[list[float], bool]:
         """Train the rest of the current epoch; returns its losses and whether the run must stop."""
@@ -303,7 +299,6 @@ class Trainer:
         """Mean Dice over validation cases (structures present in reference or prediction)."""
         if not cases or not self.ctx.main:
             return None
-
         config = InferenceConfig(overlap=self.config.val_overlap, amp=self.config.amp)
         scores, shown = [], None
         self.model.eval()
@@ -326,7 +321,6 @@ class Trainer:
         per case, so model selection sees synthetic data only and is comparable between epochs."""
         if self.config.synthesis == "off":
             return prepare_case(case, self.dataset.scheme, self.metadata)
-
         cache = self._synthetic_validation
         if case.case_id not in cache:  # rendered once per run: the seed is fixed, so it never changes
             options = SynthesisConfig.from_dict(self.config.synthesis_options)
@@ -376,7 +370,7 @@ class Trainer:
         complete = self.state.step_in_epoch >= self._steps_per_epoch()
         validate = final or (complete and (self.state.epoch + 1) % self.config.val_every == 0)
         val_dice = self.validate(self.splits["val"]) if validate else None
-        _barrier(self.ctx)
+        barrier(self.ctx)
         if self.ctx.main:
             self._record_epoch(losses, val_dice, complete)
         if complete:
@@ -453,7 +447,6 @@ def load_pretrained(model: torch.nn.Module, path: str | os.PathLike, scheme: str
 
 def copy_pretrained(model: torch.nn.Module, source: torch.nn.Module, metadata, scheme: str, path) -> None:
     """:func:`load_pretrained` for an already loaded checkpoint ``(source, metadata)`` read from ``path``."""
-
     own = model.state_dict()
     head = set(NETWORKS[metadata.network].head) if metadata.scheme != scheme else set()
     copied = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape and k not in head}
@@ -493,4 +486,4 @@ def train(config: TrainConfig | Mapping[str, Any] | None, dataset: str | os.Path
             writer.emit("error", message=str(error), type=type(error).__name__)
             raise
         finally:
-            _leave_process_group()
+            leave_process_group()

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from SwinBOBLib import io
-from SwinBOBLib import labels
+from SwinBOBLib import io, labels
 from SwinBOBLib.evaluation.metrics import per_class_metrics
 from SwinBOBLib.inference.config import InferenceConfig
 from SwinBOBLib.inference.etta import EttaConfig
@@ -23,7 +22,6 @@ from SwinBOBLib.runtime.resources import DEFAULT_BOUNDS, DEMO_MODEL, bundled
 from SwinBOBLib.solf.bounds import flag, geometry_warnings, load_bounds
 from SwinBOBLib.solf.features import organ_features
 from SwinBOBLib.workflows.segment import load_model_for_cli, segment_file
-
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,7 +42,6 @@ DEMO_FILES = ("solf.csv", "reference_scores.csv", "demo.json")
 def solf_rows(labelmap: np.ndarray, spacing, bounds_path) -> list[dict]:
     """Per structure: the three SOLF features, which are out of the bounds, the 2-of-3 verdict, and
     the cohort the verdict is against (``against``: e.g. "synthetic cohort, N=60")."""
-
     features = organ_features(labelmap, spacing=spacing)
     bounds = bounds_path if isinstance(bounds_path, dict) else load_bounds(bounds_path)  # a path or a Bounds
     flags = flag(features, bounds)
@@ -65,7 +62,6 @@ def solf_rows(labelmap: np.ndarray, spacing, bounds_path) -> list[dict]:
 
 def reference_scores(labelmap: np.ndarray, reference_path: Path, scheme: str, spacing) -> list[dict]:
     """Dice and HD95 against the sample's reference labels, in the reference scheme."""
-
     reference = io.load_labelmap(reference_path, scheme=scheme)
     predicted = labels.remap(labelmap, "ukbob", scheme)
     shared = sorted({c.dst_index for c in labels.correspondences("ukbob", scheme)} & set(np.unique(reference.array).tolist()))
@@ -77,7 +73,6 @@ def reference_scores(labelmap: np.ndarray, reference_path: Path, scheme: str, sp
 def run_demo(output_dir: str | os.PathLike, image_path=SAMPLE_MR, labels_path=SAMPLE_MR_LABELS,
              labels_scheme: str = "total_mr", checkpoint=None, bounds=None, device: str = "auto") -> dict:
     """Run the demo into ``output_dir``; returns a summary (also ``demo.json``)."""
-
     started = time.perf_counter()
     out = Path(output_dir)
     for path in (image_path, labels_path):
@@ -85,7 +80,6 @@ def run_demo(output_dir: str | os.PathLike, image_path=SAMPLE_MR, labels_path=SA
             raise FileNotFoundError(f"{path}: demo sample missing (run from a full checkout of SwinBOB)")
     checkpoint = Path(checkpoint) if checkpoint else bundled(DEMO_MODEL, "demo model")
     bounds = Path(bounds) if bounds else bundled(DEFAULT_BOUNDS, "SOLF bounds")
-
     io.check_writable(out)  # before minutes of inference, not after
     found = foreign_files(out, [Path(image_path)], DEMO_FILES)
     if found:  # the demo replaces its own earlier output, never a user's files
@@ -97,7 +91,6 @@ def run_demo(output_dir: str | os.PathLike, image_path=SAMPLE_MR, labels_path=SA
                           extra_outputs=DEMO_FILES)
 
     predicted = io.load_labelmap(out / "labels.nii.gz")
-
     loaded_bounds = load_bounds(bounds)
     solf = solf_rows(predicted.array, predicted.spacing, loaded_bounds)
     bounds_notes = geometry_warnings(loaded_bounds, predicted.spacing, predicted.spatial_shape)

@@ -34,7 +34,7 @@ from SwinBOBLib.inference.etta import EttaConfig
 from SwinBOBLib.inference.pipeline import segment_image
 from SwinBOBLib.inference.provenance import preprocessing_record
 from SwinBOBLib.models.loading import load_checkpoint
-from SwinBOBLib.outputs.folders import _json_default, foreign_files, output_suffix, write_outputs
+from SwinBOBLib.outputs.folders import foreign_files, json_default, output_suffix, write_outputs
 from SwinBOBLib.outputs.provenance import model_record
 from SwinBOBLib.runtime.resources import DEMO_MODEL, bundled
 
@@ -145,7 +145,7 @@ def segment_file(path: Path, outdir: Path, model, metadata, config: InferenceCon
         report["outputs"] = {k: str(Path(outdir) / v.name) for k, v in written.items()}
         report["timings"]["write_s"] = time.perf_counter() - t0
         report["timings"]["wall_s"] = time.perf_counter() - started
-        io.write_text_atomic(staging / "report.json", json.dumps(report, indent=2, default=_json_default))
+        io.write_text_atomic(staging / "report.json", json.dumps(report, indent=2, default=json_default))
     return report
 
 
@@ -168,7 +168,6 @@ def load_model_for_cli(checkpoint: str | None, roi_size: int | None, **overrides
 
     ``overrides`` (``scheme``, ``variant``; None ignored) go to :func:`~SwinBOBLib.models.loading.load_checkpoint`.
     """
-
     path = Path(checkpoint) if checkpoint else bundled(DEMO_MODEL, "demo model")
     model, metadata = load_checkpoint(path, roi_size=roi_size, **overrides)
     info = {"path": str(path), "sha256": _file_digest(path), "metadata": metadata.to_dict(),

@@ -47,6 +47,23 @@ def result(ctx, bounds):
     return ctx.logic.segment(ctx.inputNode, SegmentationOptions(checkpointPath=ctx.checkpointPath, boundsPath=bounds))
 
 
+@pytest.fixture(autouse=True)
+def views_restored(core):
+    """Each test leaves the slice views as it found them: a test that loads another result (ETTA,
+    the background run) would otherwise change what the views show for the tests after it, in
+    whatever order they run."""
+    composites = [core.scene.GetNodesByClass("vtkMRMLSliceCompositeNode").GetItemAsObject(i)
+                  for i in range(core.scene.GetNodesByClass("vtkMRMLSliceCompositeNode").GetNumberOfItems())]
+    saved = [(c.GetBackgroundVolumeID(), c.GetForegroundVolumeID(), c.GetLabelVolumeID(), c.GetForegroundOpacity())
+             for c in composites]
+    yield
+    for composite, (background, foreground, label, opacity) in zip(composites, saved):
+        composite.SetBackgroundVolumeID(background)
+        composite.SetForegroundVolumeID(foreground)
+        composite.SetLabelVolumeID(label)
+        composite.SetForegroundOpacity(opacity)
+
+
 # ----------------------------------------------------------------------------- geometry
 
 
