@@ -245,12 +245,19 @@ class BackgroundJob:
 
     # -- control
 
-    def wait(self, timeout: float | None = None, interval: float = 0.05) -> JobStatus:
-        """Poll until the job ends; TimeoutError after ``timeout`` seconds (the job keeps running)."""
+    def wait(self, timeout: float | None = None, interval: float = 0.05,
+             whileWaiting: Callable[[], object] | None = None) -> JobStatus:
+        """Poll until the job ends; TimeoutError after ``timeout`` seconds (the job keeps running).
+
+        ``whileWaiting`` is called between polls: on Slicer's GUI thread pass
+        ``slicer.app.processEvents``, or the application freezes until the job ends.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.poll().state == RUNNING:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job still running after {timeout} s: {' '.join(self.command[:6])} ...")
+            if whileWaiting is not None:
+                whileWaiting()
             time.sleep(interval)
         return self.status
 

@@ -31,7 +31,7 @@ import slicer
 from SwinBOBLib import io as swinbob_io
 
 from . import jobs, nodes, resource_path
-from .parameters import INPUT_VOLUME_TYPES, SegmentationOptions
+from .parameters import SegmentationOptions, parameterNamed, selectableNodes
 
 #: Bundled files (Resources/...) used when no path is given.
 DEMO_CHECKPOINT = ("Models", "swinbob_demo.pt")
@@ -136,14 +136,13 @@ class SwinBOBLogic:
             return None
 
     def defaultInputVolume(self):
-        """The first scan in the scene the panel can segment: a scalar or vector volume that is
-        neither a label map nor a result of this module (an entropy map); None when there is none."""
-        for className in INPUT_VOLUME_TYPES:
-            collection = self.scene.GetNodesByClass(className)
-            for index in range(collection.GetNumberOfItems()):
-                node = collection.GetItemAsObject(index)
-                if not node.IsA("vtkMRMLLabelMapVolumeNode") and not node.GetAttribute(nodes.ROLE_ATTRIBUTE):
-                    return node
+        """The first scan in the scene the panel can segment: a volume the input selector lists
+        (a scalar or vector volume, not a label map, tensor or diffusion-weighted volume, which
+        derive from the scalar class) that is not a result of this module (an entropy map); None
+        when there is none."""
+        for node in selectableNodes(self.scene, parameterNamed("inputVolume")):
+            if not node.GetAttribute(nodes.ROLE_ATTRIBUTE):
+                return node
         return None
 
     def availableDevices(self) -> list[tuple[str, str]]:

@@ -21,6 +21,8 @@ import vtk
 from SwinBOBLib import io as swinbob_io
 from SwinBOBLib import labels as swinbob_labels
 
+from .parameters import ENTROPY_ROLE, ROLE_ATTRIBUTE  # noqa: F401  (part of this module's API)
+
 #: Attribute of a vector volume node naming its channels, comma-separated (e.g. "water,fat").
 CHANNEL_NAMES_ATTRIBUTE = "SwinBOB.ChannelNames"
 #: Segment tag holding the label value a segment came from.
@@ -33,9 +35,8 @@ ANATOMY_CATEGORY = ("SCT", "123037004", "Anatomical Structure")
 ENTROPY_COLOURS = ((0, 0, 4), (40, 11, 84), (101, 21, 110), (159, 42, 99), (212, 72, 66),
                    (245, 125, 21), (250, 193, 39), (252, 255, 164))
 ENTROPY_COLOR_NODE_NAME = "SwinBOB_Entropy"
-#: Node attribute naming what a node is to the module ("entropy", "organs"), and the label scheme
-#: a segmentation's segments were built with.
-ROLE_ATTRIBUTE = "SwinBOB.Role"
+#: Node attribute naming what a node is to the module (ENTROPY_ROLE, ORGAN_TABLE_ROLE; the entropy
+#: selector filters on it, see parameters.py), and the label scheme a segmentation's segments were built with.
 ORGAN_TABLE_ROLE = "organs"
 SCHEME_ATTRIBUTE = "SwinBOB.Scheme"
 
@@ -331,7 +332,7 @@ def entropyVolumeFromImage(entropy: swinbob_io.Image, scene, name: str):
     """
     node = volumeNodeFromImage(swinbob_io.Image(np.asarray(entropy.array, dtype=np.float32), entropy.affine),
                                scene, name)
-    node.SetAttribute(ROLE_ATTRIBUTE, "entropy")
+    node.SetAttribute(ROLE_ATTRIBUTE, ENTROPY_ROLE)
     node.CreateDefaultDisplayNodes()
     display = node.GetDisplayNode()
     display.SetAndObserveColorNodeID(entropyColorNode(scene).GetID())

@@ -47,6 +47,11 @@ class Parameter:
     maximum: float | None = None
     decimals: int | None = None
     step: float | None = None
+    #: Whether subclasses of ``type`` are offered too (``qMRMLNodeComboBox.showChildNodeTypes``):
+    #: vector, tensor and label-map volumes all derive from ``vtkMRMLScalarVolumeNode``.
+    childTypes: bool = True
+    #: ``(name, value)`` a node must carry as an attribute (``qMRMLNodeComboBox.addAttribute``).
+    attribute: tuple[str, str] | None = None
 
     @property
     def isNode(self) -> bool:
@@ -59,22 +64,36 @@ class Parameter:
             return ()
         return (self.type,) if isinstance(self.type, str) else tuple(self.type)
 
+    def offers(self, node) -> bool:
+        """Whether the parameter's node selector lists ``node``: the filter of Slicer's
+        ``qMRMLSortFilterProxyModel::filterAcceptsNode`` (node types, child types, attribute)."""
+        for name in self.nodeTypes:
+            if not node.IsA(name) or (not self.childTypes and node.GetClassName() != name):
+                continue
+            return self.attribute is None or node.GetAttribute(self.attribute[0]) == self.attribute[1]
+        return False
+
     def accepts(self, value) -> bool:
-        """Whether ``value`` may be stored: a node of one of the types (or None), a number in range."""
+        """Whether ``value`` may be stored: a node its selector offers (or None), a number in range."""
         if self.isNode:
-            return value is None or any(value.IsA(name) for name in self.nodeTypes)
+            return value is None or self.offers(value)
         if self.type in (int, float) and value is not None:
             return ((self.minimum is None or value >= self.minimum)
                     and (self.maximum is None or value <= self.maximum))
         return True
 
 
+#: Node attribute naming what a node is to the module ("entropy", "organs"; set by :mod:`.nodes`),
+#: defined here for the entropy selector's filter, so that this file stays free of MRML code.
+ROLE_ATTRIBUTE, ENTROPY_ROLE = "SwinBOB.Role", "entropy"
+ENTROPY_ATTRIBUTE = (ROLE_ATTRIBUTE, ENTROPY_ROLE)
 #: Volume classes the input may be (concrete ones: see :class:`Parameter`).
 INPUT_VOLUME_TYPES = ("vtkMRMLScalarVolumeNode", "vtkMRMLVectorVolumeNode")
 
 #: Every parameter of the module's parameter node.
 PARAMETERS = (
-    Parameter("inputVolume", INPUT_VOLUME_TYPES, None, "scan to segment (scalar or multi-channel volume)"),
+    Parameter("inputVolume", INPUT_VOLUME_TYPES, None, "scan to segment (scalar or multi-channel volume)",
+              childTypes=False),
     Parameter("contrast", str, "",
               "channel name(s)/index(es) the checkpoint expects, e.g. water; empty: the checkpoint's"),
     Parameter("checkpointPath", str, "", "Swin-BOB / MONAI checkpoint (.pt); empty: the bundled demo model"),
@@ -94,7 +113,8 @@ PARAMETERS = (
     Parameter("entropyOpacity", float, 0.45, "opacity of the entropy overlay (0-1)",
               minimum=0.0, maximum=1.0, decimals=2, step=0.05),
     Parameter("segmentation", "vtkMRMLSegmentationNode", None, "result: one segment per structure"),
-    Parameter("entropyVolume", "vtkMRMLScalarVolumeNode", None, "result: normalised entropy map"),
+    Parameter("entropyVolume", "vtkMRMLScalarVolumeNode", None, "result: normalised entropy map",
+              childTypes=False, attribute=ENTROPY_ATTRIBUTE),
     Parameter("organTable", "vtkMRMLTableNode", None, "result: per-organ measurements and SOLF verdict"),
 )
 PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
@@ -178,6 +198,21 @@ class PlainParameterNode:
             self.parameterNode.SetParameter(name, "true" if value else "false")
         else:
             self.parameterNode.SetParameter(name, str(spec.type(value)))
+
+
+def selectableNodes(scene, parameter: Parameter) -> list:
+    """The nodes of ``scene`` the parameter's node selector lists, in scene order."""
+    collection = scene.GetNodesByClass(parameter.nodeTypes[0]) if len(parameter.nodeTypes) == 1 else scene.GetNodes()
+    found = (collection.GetItemAsObject(i) for i in range(collection.GetNumberOfItems()))
+    return [node for node in found if not node.GetHideFromEditors() and parameter.offers(node)]
+
+
+def parameterNamed(name: str) -> Parameter:
+    """The :data:`PARAMETERS` entry called ``name`` (KeyError naming the known ones)."""
+    for entry in PARAMETERS:
+        if entry.name == name:
+            return entry
+    raise KeyError(f"no SwinBOB parameter '{name}' (parameters: {', '.join(PARAMETER_NAMES)})")
 
 
 def wrapParameterNode(node):

@@ -9,8 +9,9 @@ use a tiny model written by :func:`make_tiny_checkpoint`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import slicer
@@ -32,6 +33,16 @@ class TestContext:
     inputNode: object
     checkpointPath: str
     tmpdir: Path
+    #: Called while a check waits for a background job: inside Slicer ``slicer.app.processEvents``,
+    #: so the application stays responsive (and its timers run) during the wait.
+    processEvents: Callable[[], object] = field(default=lambda: None)
+
+
+def unattended() -> bool:
+    """Whether Slicer runs the self-test unattended: ctest starts it with ``--testing``
+    (``slicer_add_python_unittest``). Nothing is then downloaded, and no dialog would be answered."""
+    app = getattr(slicer, "app", None)
+    return bool(app is not None and app.testingEnabled())
 
 
 def make_tiny_checkpoint(path) -> str:
@@ -195,7 +206,9 @@ def check_solf_verdicts(ctx: TestContext, result, boundsPath: str) -> None:
     from SwinBOBLib.solf import SOLF_FEATURES, Bounds, save_bounds
 
     rows = nodes.tableRows(result.tableNode)
-    impossible = Bounds({r["index"]: {f: (-2.0, -1.0) for f in SOLF_FEATURES} for r in rows}, scheme="ukbob")
+    labels = [r["index"] for r in rows]
+    impossible = Bounds({label: {f: (-2.0, -1.0) for f in SOLF_FEATURES} for label in labels}, scheme="ukbob",
+                        n_samples=1, presence={label: 1.0 for label in labels})  # a complete bounds file
     path = str(ctx.tmpdir / "impossible_bounds.json")
     save_bounds(impossible, path)
     table = ctx.scene.AddNewNodeByClass("vtkMRMLTableNode")
@@ -278,7 +291,7 @@ def check_background_run(ctx: TestContext, timeout: float = 300.0) -> None:
 
     run = ctx.logic.startSegmentation(ctx.inputNode, SegmentationOptions(checkpointPath=ctx.checkpointPath),
                                       workdir=ctx.tmpdir / "background")
-    status = run.job.wait(timeout)
+    status = run.job.wait(timeout, whileWaiting=ctx.processEvents)
     assert status.state == jobs.SUCCEEDED, f"{status.state}: {status.message}\n{os.linesep.join(run.job.stderr)}"
     assert any(e["event"] == "progress" for e in run.job.events)
     assert run.job.events[-1]["event"] == "done"
@@ -331,9 +344,28 @@ def wait_for(condition, timeout: float, what: str, processEvents=None, interval:
         time.sleep(interval)
 
 
-def check_panel_segments(panel, volume, timeout: float = 900.0) -> None:
-    """Drive the real panel: select ``volume``, press Segment (bundled model), wait, check the
-    nodes it made, the table it shows, and that the working folder is gone."""
+def check_panel_binds(panel) -> None:
+    """The panel is bound to the module's parameter node, with no dependency installed: its
+    selectors list what they should, and Segment waits for an input volume."""
+    ui, parameters = panel.ui, panel.parameters
+    assert parameters is not None and panel.guiTag is not None, "the panel is not bound to the parameter node"
+    assert not ui.entropyVolumeSelector.showChildNodeTypes, "the entropy selector lists vector and tensor volumes"
+    assert not ui.inputVolumeSelector.showChildNodeTypes, "the input selector lists label maps and tensor volumes"
+    ui.inputVolumeSelector.setCurrentNode(None)
+    slicer.app.processEvents()
+    assert not ui.applyButton.enabled, "Segment is enabled without an input volume"
+    volume = nodes.volumeNodeFromImage(swinbob_io.Image(np.zeros((4, 4, 4), np.float32), np.eye(4)),
+                                       slicer.mrmlScene, "bind check")
+    ui.inputVolumeSelector.setCurrentNode(volume)
+    slicer.app.processEvents()
+    assert parameters.inputVolume is volume, "the input selector is not bound to the parameter node"
+    assert ui.applyButton.enabled, "Segment stays disabled with an input volume selected"
+
+
+def check_panel_segments(panel, volume, timeout: float = 900.0, checkpointPath: str = "") -> None:
+    """Drive the real panel: select ``volume``, press Segment (the bundled model, or
+    ``checkpointPath``), wait, check the nodes it made, the table it shows, and that the working
+    folder is gone."""
     from . import jobs
 
     ui, parameters = panel.ui, panel.parameters
@@ -341,7 +373,7 @@ def check_panel_segments(panel, volume, timeout: float = 900.0) -> None:
     slicer.app.processEvents()
     assert parameters.inputVolume is volume, "the input selector is not bound to the parameter node"
     assert ui.applyButton.enabled, "Segment stays disabled with an input volume selected"
-    parameters.checkpointPath = ""
+    parameters.checkpointPath = checkpointPath
     ui.applyButton.click()
     assert panel.run is not None, f"Segment started nothing: {ui.statusLabel.text}"
     run = panel.run

@@ -18,7 +18,7 @@ import slicer
 
 from . import jobs, nodes
 from .dependencies import DependencyError, DependencyInstaller
-from .parameters import SegmentationOptions
+from .parameters import PARAMETERS, SegmentationOptions
 
 POLL_INTERVAL_MS = 200
 #: Cell backgrounds of the organ table.
@@ -38,7 +38,9 @@ class SwinBOBPanel:
         self.logic = logic
         self.parameters = parameterNode
         self.run = None
-        self.runParameters = None  # the parameter node the running job reports to
+        self.runParameters = None  # the parameter node the run was started from (kept across exit())
+        self.runDiscarded = False  # the scene closed during the run: its results are never loaded
+        self._highlighted = None  # the segmentation whose other segments a row click dimmed
         self.result = None  # the last SegmentationResult loaded (correction starts from it)
         self.installer = DependencyInstaller(confirm=lambda text: slicer.util.confirmOkCancelDisplay(text, "SwinBOB"),
                                              log=self.showStatus)
@@ -53,7 +55,9 @@ class SwinBOBPanel:
 
         self.workflows = WorkflowPanels(ui, self.showStatus, self.showError,
                                         setCheckpoint=lambda path: self.setParameter("checkpointPath", path),
-                                        currentResult=lambda: self.result)
+                                        currentResult=lambda: self.result,
+                                        ensureDependencies=self.ensureDependencies)
+        configureNodeSelectors(ui)
         self._fillDevices()
         ui.applyButton.connect("clicked(bool)", self.onApply)
         ui.cancelButton.connect("clicked(bool)", self.onCancel)
@@ -105,16 +109,16 @@ class SwinBOBPanel:
 
     def _fillDevices(self) -> None:
         """Device list from torch (GPUs with name and memory), for segmentation and the jobs alike;
-        a plain list while torch is missing or broken (listed again after installation)."""
+        a plain list while torch is missing, too old or broken (listed again after installation).
+        A too old torch is not imported here: once imported it cannot be upgraded in this session."""
         combo = self.ui.deviceComboBox
-        try:
-            devices = self.logic.availableDevices()
-            self.devicesListed = True
-        except Exception as error:  # ImportError, or OSError/RuntimeError from a broken torch (DLL)
-            if not isinstance(error, ImportError):
+        devices, self.devicesListed = PLAIN_DEVICES, False
+        if self.installer.torchUsable():
+            try:
+                devices = self.logic.availableDevices()
+                self.devicesListed = True
+            except Exception as error:  # ImportError, or OSError/RuntimeError from a broken torch (DLL)
                 logging.warning(f"SwinBOB: torch could not list devices: {error}")
-            devices = PLAIN_DEVICES
-            self.devicesListed = False
         wasBlocked = combo.blockSignals(True)
         combo.clear()
         for value, text in devices:
@@ -164,17 +168,29 @@ class SwinBOBPanel:
 
     # ----------------------------------------------------------------- running
 
+    def ensureDependencies(self) -> None:
+        """Install what is missing after asking (Segment, and Start of a training or benchmark),
+        then list the GPUs. Raises DependencyError with the message to show."""
+        try:
+            self.installer.ensure()
+        except DependencyError:
+            raise
+        except Exception as error:  # whatever an installer raises must reach the panel, not only the console
+            logging.error(traceback.format_exc())
+            raise DependencyError(f"Checking SwinBOB's dependencies failed: {error}") from error
+        if not self.devicesListed:
+            self._fillDevices()
+            self._summaries.clear()
+            if self.parameters is not None:
+                self.updateSummaries()
+
     def onApply(self) -> None:
         self.showStatus("")
         try:
-            self.installer.ensure()
-            if not self.devicesListed:
-                self._fillDevices()
-                self._summaries.clear()
-                self.updateSummaries()
+            self.ensureDependencies()
             options = SegmentationOptions.fromParameters(self.parameters)
             self.run = self.logic.startSegmentation(self.parameters.inputVolume, options)
-            self.runParameters = self.parameters
+            self.runParameters, self.runDiscarded = self.parameters, False
         except (DependencyError, ValueError, FileNotFoundError, RuntimeError, OSError) as error:
             self.showError(str(error))
             return
@@ -185,34 +201,42 @@ class SwinBOBPanel:
         self.updateFromParameters()
 
     def onPoll(self) -> None:
-        status = self.run.job.poll()
+        """The timer's tick: progress, and once the job has ended its outcome. Runs whichever module
+        is shown (the panel's own parameters are None while another one is)."""
+        run = self.run
+        status = run.job.poll()
         self.ui.progressBar.setValue(int(round(100 * status.fraction)))
         self.showStatus(status.text)
-        if not self.run.job.finished:
+        if not run.job.finished:
             return
         self.timer.stop()
         self.ui.progressBar.visible = False
-        if status.state == jobs.SUCCEEDED:
-            self._load()
+        if status.state == jobs.SUCCEEDED and not self.runDiscarded:
+            self._load(run, self.runParameters)
         else:
-            self.logic.discardRun(self.run)  # the working folder holds a full copy of the input
-            if status.state == jobs.CANCELLED:
+            self.logic.discardRun(run)  # the working folder holds a full copy of the input
+            if self.runDiscarded:
+                self.showStatus("The scene was closed during the segmentation: the run was cancelled and its "
+                                "results discarded.")
+            elif status.state == jobs.CANCELLED:
                 self.showStatus("Cancelled.")
             else:
                 self.showError(f"Segmentation failed: {status.message}")
-                logging.error("SwinBOB segment failed:\n" + "\n".join(self.run.job.stderr))
+                logging.error("SwinBOB segment failed:\n" + "\n".join(run.job.stderr))
         if self.parameters is not None:
             self.updateFromParameters()
 
-    def _load(self) -> None:
+    def _load(self, run, parameters) -> None:
+        """Load a finished run with the settings of the parameter node it was started from, which
+        outlives the panel's binding: the user may have switched modules since."""
         try:
-            result = self.logic.finishSegmentation(self.run, show=False)
+            result = self.logic.finishSegmentation(run, show=False)
             self.logic.showResult(result, show3D=False)
-            p = self.runParameters
-            p.segmentation, p.entropyVolume, p.organTable = result.segmentationNode, result.entropyNode, result.tableNode
+            parameters.segmentation, parameters.entropyVolume, parameters.organTable = (
+                result.segmentationNode, result.entropyNode, result.tableNode)
             self._displayState = None
-            self.applyDisplay()
-            if p.show3D:
+            self.applyDisplay(parameters)
+            if parameters.show3D:
                 with slicer.util.WaitCursor():
                     self.logic.showSurfaces(result.segmentationNode, self.showStatus)
         except Exception as error:  # shown in the panel, details in the log
@@ -222,8 +246,19 @@ class SwinBOBPanel:
         self.result = result
         self.workflows.useResult(result)
         self.ui.entropySummaryLabel.text = result.entropySummary()
-        self.showStatus(" ".join([self.run.job.status.message, *result.messages]))
+        self.showStatus(" ".join([run.job.status.message, *result.messages]))
         self.showTable(result.tableNode)
+
+    def onSceneStartClose(self) -> None:
+        """The scene is closing: a run still going is cancelled (the stop request now, the timer
+        kills what is left after the grace period) and its results are never loaded, since its
+        input is gone; the last result belonged to the old scene."""
+        if self.run is not None and self.timer.isActive():
+            self.runDiscarded = True
+            self.runParameters = None
+            self.run.job.requestCancel()
+        self.result = None
+        self._highlighted = None
 
     def onCancel(self) -> None:
         if self.run is not None and not self.run.job.finished:
@@ -240,10 +275,12 @@ class SwinBOBPanel:
 
     # ----------------------------------------------------------------- display
 
-    def applyDisplay(self) -> None:
-        """Segment fill and entropy overlay as the parameters say (only when those change, so a
-        layer the user picked in the views is not reset by unrelated edits)."""
-        p = self.parameters
+    def applyDisplay(self, parameters=None) -> None:
+        """Segment fill and entropy overlay as ``parameters`` (default: the panel's) say, only when
+        those change, so a layer the user picked in the views is not reset by unrelated edits."""
+        p = parameters if parameters is not None else self.parameters
+        if p is None:
+            return
         state = (p.segmentation, p.showSegmentFill, p.segmentFillOpacity, p.entropyVolume, p.showEntropy,
                  p.entropyOpacity)
         if state == self._displayState:
@@ -293,6 +330,7 @@ class SwinBOBPanel:
         widget = self.ui.organTableWidget
         widget.setSortingEnabled(False)
         self._clearTable()
+        self.restoreSegments()  # no row of the new table is selected
         if tableNode is None:
             return
         if not nodes.isOrganTable(tableNode):
@@ -319,12 +357,45 @@ class SwinBOBPanel:
         widget.resizeColumnsToContents()
 
     def onRowSelected(self) -> None:
+        """A row selected: centre on its structure and dim the others; no row selected (Ctrl+click
+        on the selected row): every segment shown again."""
         items = self.ui.organTableWidget.selectedItems()
         segmentation = self.parameters.segmentation if self.parameters is not None else None
         if not items or segmentation is None:
+            self.restoreSegments()
             return
-        label = self.ui.organTableWidget.item(items[0].row(), 0).data(qt.Qt.DisplayRole)
+        row = items[0].row()
+        label = self.ui.organTableWidget.item(row, 0).data(qt.Qt.DisplayRole)
         try:  # by label value, in the scheme the segments were built with (any checkpoint's)
+            self.restoreSegments()
             self.logic.centreOnStructure(segmentation, int(label))
         except (ValueError, TypeError) as error:
             self.showError(str(error))
+            return
+        self._highlighted = segmentation
+        name = self.ui.organTableWidget.item(row, 1).data(qt.Qt.DisplayRole)
+        self.showStatus(f"Centred on {name}; the other segments are dimmed. Ctrl+click the row to show all again.")
+
+    def restoreSegments(self) -> None:
+        """Undo a row's highlight: every segment at full opacity again (also when the module is left)."""
+        segmentation, self._highlighted = self._highlighted, None
+        if segmentation is not None and segmentation.GetScene() is not None and segmentation.GetDisplayNode():
+            self.logic.highlightStructure(segmentation, None)
+
+
+def configureNodeSelectors(ui) -> None:
+    """What each node selector lists, from its parameter's declaration (:data:`PARAMETERS`).
+
+    Slicer's parameter-node binding sets a selector's ``nodeTypes`` only; a scalar-volume selector
+    would then also list vector, tensor and label-map volumes (they derive from the scalar class),
+    so child types and attribute filters (an entropy map's role) are set here.
+    """
+    specs = {p.name: p for p in PARAMETERS if p.isNode}
+    for widget in vars(ui).values():
+        spec = specs.get(widget.property("SlicerParameterName")) if hasattr(widget, "property") else None
+        if spec is None:
+            continue
+        widget.showChildNodeTypes = spec.childTypes
+        if spec.attribute is not None:
+            for nodeType in spec.nodeTypes:
+                widget.addAttribute(nodeType, *spec.attribute)

@@ -17,6 +17,7 @@ import qt
 import slicer
 
 from . import correction, jobs, launcher, review
+from .dependencies import DependencyError
 
 POLL_INTERVAL_MS = 500
 STATE_COLORS = {review.ACCEPT: "#b6d7a8", review.REJECT: "#e06666", review.CORRECT: "#f6c26b"}
@@ -25,10 +26,12 @@ STATE_COLORS = {review.ACCEPT: "#b6d7a8", review.REJECT: "#e06666", review.CORRE
 class WorkflowPanels:
     """Behaviour of the QC review, correction and jobs sections; ``ui`` holds the .ui's widgets."""
 
-    def __init__(self, ui, showStatus, showError, setCheckpoint=None, currentResult=None):
+    def __init__(self, ui, showStatus, showError, setCheckpoint=None, currentResult=None, ensureDependencies=None):
         self.ui = ui
         self.showStatus, self.showError = showStatus, showError
         self.setCheckpoint = setCheckpoint  # called with a trained checkpoint's path ("Open result")
+        # Installs torch & co. after asking (the panel's check); a job needs them as Segment does.
+        self.ensureDependencies = ensureDependencies or (lambda: None)
         self.session = None
         self.loaded = None  # (item, volumeNode, segmentationNode, entropyNode) of the QC sample on screen
         self.correctFrom = None  # "qc" or "result": what Save correction saves (the last one loaded)
@@ -299,6 +302,11 @@ class WorkflowPanels:
 
     def onStartJob(self) -> None:
         ui = self.ui
+        try:
+            self.ensureDependencies()  # the job's own Python imports torch: on a fresh Slicer it is not there yet
+        except DependencyError as error:
+            self.showError(str(error))
+            return
         device = self._jobDevice()
         try:
             if ui.jobKindComboBox.currentIndex == 0:

@@ -28,7 +28,8 @@ def register(subparsers) -> None:
         "benchmark", help="evaluate a checkpoint on a dataset: plain, TTA, ETTA (Dice, HD95, NSD)",
         description="Segments each labelled case in every mode and scores the structures the model shares "
                     "with the evaluation scheme. Writes per_case.csv, per_class.csv, summary.md (one row "
-                    "per mode) and summary.json into OUTDIR.")
+                    "per mode) and summary.json into OUTDIR (new, empty or an earlier benchmark's; "
+                    "a folder holding other files is refused).")
     p.add_argument("--dataset", required=True, help="dataset folder (dataset.json), dataset.json or CSV")
     p.add_argument("--checkpoint", required=True, help="model checkpoint")
     p.add_argument("--modes", default="plain", help=f"comma-separated: {', '.join(MODES)} (default plain)")
@@ -47,7 +48,8 @@ def register(subparsers) -> None:
                    help="ETTA gradient steps per scan (default %(default)s)")
     p.add_argument("--etta-lr", type=float, default=EttaConfig.lr,
                    help="ETTA Adam learning rate (default %(default)s)")
-    p.add_argument("--limit", type=int, help="evaluate at most N cases")
-    p.add_argument("--progress-json", metavar="PATH", help="JSON-lines progress ('-' for stdout)")
+    p.add_argument("--limit", type=int, help="evaluate at most N cases (N >= 1; default every case)")
+    p.add_argument("--progress-json", metavar="PATH", help="JSON-lines progress ('-' for stdout; default "
+                   "OUTDIR/progress.jsonl); a new file or an earlier progress log, never an input")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_benchmark)

@@ -7,6 +7,7 @@ from SwinBOBLib import io
 
 def cmd_convert(args) -> int:
     io.output_format(args.output)  # an unknown target suffix fails before the input is read
+    io.check_not_input(args.output, [args.input])
     image = io.load_image(args.input)
     if args.channels:
         image = io.select_channels(image, args.channels.split(","))
@@ -22,7 +23,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("convert", help="convert between image formats, optionally reorienting")
     p.add_argument("input")
     p.add_argument("output", help="target file; its suffix picks the format: .nii(.gz), .nrrd, "
-                   ".seg.nrrd, .mha, .mhd; no suffix: DICOM folder; other suffixes are refused")
+                   ".seg.nrrd, .mha, .mhd; no suffix: DICOM folder; other suffixes, and the input itself, are refused")
     p.add_argument("--reorient", metavar="AXCODES", help="e.g. RAS or LPS (flips/permutations only)")
     p.add_argument("--channels", help="comma-separated channel names or indices to keep")
     p.set_defaults(func=cmd_convert)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from SwinBOBLib.io.files import check_output_path
+from SwinBOBLib.runtime.locks import folder_lock
 from SwinBOBLib.workflows.demo import run_demo
 
 
 def cmd_demo(args) -> int:
-    summary = run_demo(args.output, checkpoint=args.checkpoint, bounds=args.bounds, device=args.device)
+    check_output_path(args.output)
+    with folder_lock(args.output):  # one run per output folder
+        summary = run_demo(args.output, checkpoint=args.checkpoint, bounds=args.bounds, device=args.device)
     entropy = summary["entropy"]
     print(f"input       {summary['input']}")
     model = summary["model"]

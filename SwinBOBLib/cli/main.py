@@ -24,6 +24,7 @@ from SwinBOBLib.cli import (
     remap,
     segment,
     solf,
+    startup,
     train,
 )
 from SwinBOBLib.runtime.stop import Terminated
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    startup.started()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

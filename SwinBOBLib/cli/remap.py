@@ -10,6 +10,7 @@ from SwinBOBLib import io, labels
 
 
 def cmd_remap(args) -> int:
+    io.check_not_input(args.output, [args.labelmap])  # structures may be dropped: the input must survive
     image = io.load_labelmap(args.labelmap, scheme=args.src)
     remapped = labels.remap(image.array, args.src, args.dst)
     io.save_labelmap(remapped, image, args.output, scheme=args.dst)
@@ -28,7 +29,7 @@ def register(subparsers) -> None:
     """The ``remap`` command."""
     p = subparsers.add_parser("remap", help="map a label map from one scheme to another by structure")
     p.add_argument("labelmap")
-    p.add_argument("output")
+    p.add_argument("output", help="the remapped label map (a new file: the input itself is refused)")
     p.add_argument("--from", dest="src", required=True, help="scheme of the input")
     p.add_argument("--to", dest="dst", default="ukbob", help="target scheme (default: ukbob); structures it "
                    "cannot hold are listed with their voxel counts")

@@ -13,6 +13,7 @@ from SwinBOBLib.inference.etta import EttaConfig
 from SwinBOBLib.inference.preprocess import check_roi_size
 from SwinBOBLib.outputs.folders import case_folder
 from SwinBOBLib.outputs.provenance import model_notice
+from SwinBOBLib.runtime.locks import folder_lock
 from SwinBOBLib.runtime.progress import ProgressWriter
 from SwinBOBLib.runtime.stop import Terminated, terminate_as_interrupt
 from SwinBOBLib.workflows.segment import list_inputs, load_model_for_cli, segment_file
@@ -56,13 +57,27 @@ def _summary(case: str, report: dict) -> str:
     if report["entropy"]["etta_before"] is not None:
         line += (f", ETTA {report['entropy']['etta_before']:.3f} -> {report['entropy']['etta_after']:.3f} "
                  f"({t.get('etta_s', 0):.1f} s)")
+        if (report.get("etta") or {}).get("collapsed"):
+            line += " (collapsed: the unadapted result is kept)"
     return line
 
 
+def _inputs(args) -> list:
+    """The files ``segment`` reads (scan, folder or CSV, the scans a CSV lists, the checkpoint)."""
+    try:
+        listed = [path for _, path in list_inputs(args.image)]
+    except (ValueError, OSError):
+        listed = []  # reported by the run itself
+    return [args.image, args.checkpoint, *listed]
+
+
 def cmd_segment(args) -> int:
-    with ProgressWriter(args.progress_json) as events, terminate_as_interrupt():
+    io.check_output_path(args.output)
+    with ProgressWriter(args.progress_json, _inputs(args)) as events, terminate_as_interrupt():
         try:
-            return _segment_cases(args, events)
+            io.check_writable(args.output)  # before the lock file is made beside it
+            with folder_lock(args.output):  # one run per output folder
+                return _segment_cases(args, events)
         except KeyboardInterrupt as stop:
             # A stopped run says so: the staging folder of the case in progress was removed.
             signal_name = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
@@ -122,7 +137,8 @@ def register(subparsers) -> None:
                     "labels, entropy, organs.csv, report.json and preview.png into OUTDIR "
                     "(OUTDIR/<case> for several scans, or when OUTDIR holds files SwinBOB did not write, such "
                     "as the scan itself). A case is written into a hidden staging folder and moved into place "
-                    "whole; nothing is ever written over an input or a user's files.")
+                    "whole; nothing is ever written over an input or a user's files, and one run at a time writes into "
+                    "OUTDIR (a second is refused, naming the first).")
     p.add_argument("image", help="scan file, DICOM folder, folder of scans, or CSV with an 'image' "
                    "column and optionally 'id' (a plain folder name: no '/', '..' or leading dot)")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
@@ -165,5 +181,6 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds torch (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--progress-json", metavar="PATH", help="JSON-lines progress events ('-' for stdout): start, "
-                   "progress (stage etta|sliding_window, done, total, case), case_done, case_error, error, done")
+                   "progress (stage etta|sliding_window, done, total, case), case_done, case_error, error, done; "
+                   "appended to a new file or an earlier progress log, never to an input")
     p.set_defaults(func=cmd_segment)

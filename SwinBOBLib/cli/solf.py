@@ -15,6 +15,7 @@ from pathlib import Path
 
 from SwinBOBLib import io
 from SwinBOBLib.io.files import write_text_atomic
+from SwinBOBLib.runtime.locks import folder_lock
 from SwinBOBLib.solf.ablation import (
     ablation_table,
     corrupted_pairs,
@@ -34,7 +35,7 @@ from SwinBOBLib.solf.bounds import (
 from SwinBOBLib.solf.checks import cohort_size_warning
 from SwinBOBLib.solf.cohort import Sample, compute_features, find_samples, organ_only_warning
 from SwinBOBLib.solf.features import FEATURES, organ_features
-from SwinBOBLib.solf.pipeline import RunConfig, run_cohort
+from SwinBOBLib.solf.pipeline import RunConfig, claim_solf_folder, run_cohort
 from SwinBOBLib.solf.tables import structure_namer, write_table
 
 #: What ``swinbob solf --help`` says (the module docstring is for developers).
@@ -62,7 +63,8 @@ def _scheme(value: str) -> str | None:
 def _add_cohort_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("cohort", help="folder of label maps, dataset folder with labelsTr/, or a CSV "
                         "with columns labelmap[,id,image,body_mask]")
-    parser.add_argument("-o", "--output", required=True, help="output folder (resumable)")
+    parser.add_argument("-o", "--output", required=True, help="output folder (resumable): new, empty or an "
+                        "earlier solf run/ablation output folder; one holding other files is refused")
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="local process pool (default) or Ray")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
@@ -177,6 +179,13 @@ def _number(text: str) -> float | int:
 
 
 def cmd_ablation(args) -> int:
+    io.check_output_path(args.output)
+    with folder_lock(args.output):  # one run per output folder
+        claim_solf_folder(Path(args.output), [args.cohort, args.images, args.body_masks, args.truth])
+        return _ablation(args)
+
+
+def _ablation(args) -> int:
     samples = find_samples(args.cohort, args.images, args.body_masks)
     result = compute_features(samples, args.output, engine=args.engine, workers=args.workers,
                               address=args.address, body=args.body, progress=not args.quiet, scheme=args.scheme,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from SwinBOBLib.runtime.progress import check_progress_target
 from SwinBOBLib.training.config import load_config_file
 from SwinBOBLib.training.trainer import train
 
@@ -50,13 +51,22 @@ def options_from_args(args) -> dict:
 
 
 def cmd_train(args) -> int:
+    if args.progress_json and args.progress_json != "-":
+        check_progress_target(args.progress_json, [args.dataset, args.config, args.init_checkpoint])
     summary = train(options_from_args(args), args.dataset, args.output, progress_file=args.progress_json)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0 if summary["status"] == "done" else 130
+    if summary.get("already_finished"):
+        print(f"{args.output}: this run already finished ({summary['global_step']} steps, {summary['epochs_done']} "
+              "epochs); nothing to do. Raise --max-steps or --epochs to train on, or choose a new RUNDIR.")
     best = summary["best_dice"]
     print(f"{summary['status']}: {summary['global_step']} steps, {summary['epochs_done']} epochs, "
           f"best validation Dice {best:.4f}" if best >= 0 else f"{summary['status']}: {summary['global_step']} steps")
-    print(f"checkpoint: {summary['best_checkpoint']}")
+    if summary.get("best_checkpoint"):
+        print(f"checkpoint: {summary['best_checkpoint']}")
+    else:
+        print(f"checkpoint: none validated yet (best.pt is written at the first validation); last state: "
+              f"{summary['last_checkpoint']}")
     return 0 if summary["status"] == "done" else 130
 
 
@@ -68,7 +78,7 @@ def register(subparsers) -> None:
                     "(96^3 crops, batch 8, AdamW 1e-4, cosine warm restarts every 200 epochs, Dice+CE). "
                     "Running again with the same RUNDIR resumes. Launch with torchrun for several GPUs.")
     p.add_argument("--dataset", required=True, help="dataset folder, dataset.json or CSV")
-    p.add_argument("-o", "--output", required=True, metavar="RUNDIR", help="run folder (created; resumed if present)")
+    p.add_argument("-o", "--output", required=True, metavar="RUNDIR", help="run folder (created; resumed if present; a folder holding other files is refused)")
     p.add_argument("--config", help="YAML/JSON file of TrainConfig options; flags override it")
     for name, kind in _CLI_OPTIONS.items():
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=_HELP.get(name))
@@ -77,7 +87,8 @@ def register(subparsers) -> None:
     p.add_argument("--allow-outside-paths", action="store_true", help="let the dataset point outside its folder")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on GPU")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other TrainConfig option")
-    p.add_argument("--progress-json", metavar="PATH", help="JSON-lines progress ('-' for stdout; default RUNDIR/progress.jsonl)")
+    p.add_argument("--progress-json", metavar="PATH", help="JSON-lines progress ('-' for stdout; default "
+                   "RUNDIR/progress.jsonl); a new file or an earlier progress log, never an input")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 

@@ -19,6 +19,7 @@ from SwinBOBLib.inference.etta import EttaConfig
 from SwinBOBLib.inference.pipeline import segment_image
 from SwinBOBLib.io.datasets import Case, load_dataset, split_cases
 from SwinBOBLib.models.loading import load_checkpoint
+from SwinBOBLib.runtime.locks import folder_lock
 from SwinBOBLib.runtime.progress import ProgressWriter
 from SwinBOBLib.runtime.stop import StopFlag
 
@@ -183,11 +184,46 @@ def run_benchmark(dataset_path, checkpoint, outdir, modes=("plain",), split: str
     ``stop`` ended the run early (the tables then hold the cases finished so far and the summary
     says "partial"). A case that cannot be read or scored is reported (stderr, a ``case_error``
     event, ``failed`` in the summary) and the run goes on. ``progress_bar`` shows a bar per
-    case and mode with the time left.
+    case and mode with the time left. ``outdir`` must be new, empty or an earlier benchmark's
+    (:func:`~SwinBOBLib.io.files.claim_output_folder`); ``limit`` at least 1.
     """
     modes = parse_modes(modes)
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    check_limit(limit)
+    outdir = io.check_output_path(outdir)
+    with folder_lock(outdir):  # one run per output folder
+        _adopt_earlier_version(outdir)
+        io.claim_output_folder(outdir, "benchmark", [dataset_path, checkpoint])
+        outdir.mkdir(parents=True, exist_ok=True)
+        return _run(dataset_path, checkpoint, outdir, modes, split, eval_scheme, config, etta_config, limit,
+                    progress_file, stop, roi_size, progress_bar)
+
+
+#: What a benchmark writes into its output folder.
+OUTPUT_FILES = ("per_case.csv", "per_class.csv", "summary.md", "summary.json", "progress.jsonl")
+
+
+def _adopt_earlier_version(outdir: Path) -> None:
+    """An output folder of an earlier version (no marker) holding only a benchmark's files, with its
+    summary.json, is marked as the benchmark's, so it can be written again."""
+    if not outdir.is_dir() or (outdir / io.OUTPUT_MARKER).exists():
+        return
+    names = {e.name for e in outdir.iterdir() if not e.name.startswith(".")}
+    try:
+        summary = json.loads((outdir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if names <= set(OUTPUT_FILES) and isinstance(summary, dict) and "modes" in summary:
+        io.write_text_atomic(outdir / io.OUTPUT_MARKER, json.dumps({"command": "benchmark"}) + "\n")
+
+
+def check_limit(limit: int | None) -> None:
+    """``--limit`` must be a whole number of cases, at least 1 (None: every case)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"--limit {limit}: expected a number of cases of at least 1 (leave it out for every case)")
+
+
+def _run(dataset_path, checkpoint, outdir: Path, modes, split, eval_scheme, config, etta_config, limit,
+         progress_file, stop, roi_size, progress_bar) -> dict:
     dataset = load_dataset(dataset_path)
     model, metadata = load_checkpoint(checkpoint, roi_size=roi_size)
     eval_scheme = labels.get_scheme(eval_scheme or dataset.scheme).name
@@ -196,7 +232,8 @@ def run_benchmark(dataset_path, checkpoint, outdir, modes=("plain",), split: str
     cases = benchmark_cases(dataset, split)[: limit or None]
     config = config or InferenceConfig()
     rows, status, failed = [], "done", []
-    with ProgressWriter(progress_file if progress_file is not None else outdir / "progress.jsonl") as events, \
+    with ProgressWriter(progress_file if progress_file is not None else outdir / "progress.jsonl",
+                        [dataset_path, checkpoint]) as events, \
             (stop if stop is not None else StopFlag()) as flag, \
             _progress_bar(progress_bar, len(cases) * len(modes)) as bar:
         events.emit("start", cases=len(cases), modes=modes, eval_scheme=eval_scheme)

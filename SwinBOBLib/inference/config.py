@@ -4,6 +4,7 @@ module map onto it), the checkpoint values it falls back on, and :class:`Segment
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from SwinBOBLib.io.image import Image
@@ -92,10 +93,36 @@ def window_overlap(config: InferenceConfig, metadata=None) -> float:
     return float(stored) if stored is not None else DEFAULT_OVERLAP
 
 
+def _whole(name: str, value, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+
+
+def check_inference_config(config: InferenceConfig) -> InferenceConfig:
+    """Validate option values before any work; raise ValueError naming the option, the value and
+    what is expected (the CLI and the Slicer module both build this config)."""
+    _whole("sw_batch_size", config.sw_batch_size, 1)
+    _whole("seed", config.seed, 0)
+    if config.roi_size is not None:
+        _whole("roi_size", config.roi_size, 1)
+    if config.overlap is not None and not (isinstance(config.overlap, (int, float))
+                                           and 0 <= config.overlap < 1):
+        raise ValueError(f"overlap must be a number in [0, 1), got {config.overlap!r}")
+    if not (isinstance(config.memory_budget_gb, (int, float)) and 0 < config.memory_budget_gb < math.inf):
+        raise ValueError(f"memory_budget_gb must be a finite number > 0, got {config.memory_budget_gb!r}")
+    if config.tta_flips not in (1, 4, 8):
+        raise ValueError(f"tta_flips must be 1, 4 or 8, got {config.tta_flips!r}")
+    if config.blend not in ("gaussian", "constant"):
+        raise ValueError(f"blend must be gaussian or constant, got {config.blend!r}")
+    return config
+
+
 def resolve_config(config: InferenceConfig, metadata) -> InferenceConfig:
-    """``config`` with the checkpoint's values filled in where it says None (overlap, activation)."""
+    """``config`` checked (:func:`check_inference_config`), with the checkpoint's values filled in
+    where it says None (overlap, activation)."""
     import dataclasses
 
+    check_inference_config(config)
     return dataclasses.replace(config, overlap=window_overlap(config, metadata),
                                activation=config.activation or getattr(metadata, "activation", "softmax"))
 

@@ -68,6 +68,7 @@ class EttaConfig:
     overlap: float = 0.25  # sliding-window overlap of the whole-scan passes adapt() runs itself
     seed: int = 0  # seeds the tie-breaking between windows of equal entropy
     activation: str = "softmax"  # the model's head: "sigmoid" regions use the mean binary entropy (heads)
+    collapse_fraction: float = 0.5  # adaptation losing or relabelling more than this share of the foreground collapsed: keep the unadapted result
 
 
 def entropy_loss(logits: torch.Tensor, valid: torch.Tensor | None = None, activation: str = "softmax") -> torch.Tensor:
@@ -319,6 +320,7 @@ def _adapt(model, image, roi, config: EttaConfig, progress, predict):
     with BatchNormStatistics(adapted) as batchnorm:  # the first pass also measures BN statistics
         probs = predict(adapted, image, "before")
     entropy = entropy_volume(probs, activation=config.activation)
+    first_labels = predicted_labels(probs, config.activation)
     del probs
     patch = adaptation_roi(roi, config.patch_scale)
     windows = choose_windows(entropy, patch, config.patches, config.seed)
@@ -341,7 +343,55 @@ def _adapt(model, image, roi, config: EttaConfig, progress, predict):
              "n_parameters": int(sum(p.numel() for p in params)), "n_tensors": len(params),
              "losses": losses, "adaptation_s": adapted_at - started, "final_pass_s": finished - adapted_at,
              "time_s": finished - started, "config": asdict(config)}
-    return adapted, stats, probs
+    return _guard_collapse(model, adapted, image, probs, first_labels, stats, config, predict)
+
+
+def predicted_labels(probs: torch.Tensor, activation: str = "softmax") -> torch.Tensor:
+    """Labels ``(*spatial)`` of ``probs`` ``(1, K, *spatial)``, computed slab by slab: the argmax channel
+    (softmax; 0 is the background), or 1 where any region channel is >= 0.5 (sigmoid)."""
+    dtype = torch.uint8 if probs.shape[1] <= 256 else torch.int32
+    out = torch.zeros(probs.shape[2:], dtype=dtype)
+    for z0 in range(0, probs.shape[-1], 8):  # no whole-volume int64 index array
+        part = probs[..., z0:z0 + 8]
+        labels = part.argmax(1) if activation != "sigmoid" else (part >= 0.5).any(1)
+        out[..., z0:z0 + 8] = labels[0].to("cpu", dtype)
+    return out
+
+
+def collapse_measures(before: torch.Tensor, after: torch.Tensor) -> dict:
+    """How far the adapted labels ``after`` moved from the unadapted ``before`` (both ``(*spatial)``):
+    the foreground share of each, and the share of ``before``'s foreground voxels keeping their label."""
+    foreground = before != 0
+    kept = int((after[foreground] == before[foreground]).sum()) if bool(foreground.any()) else 0
+    return {"foreground_before": float(foreground.float().mean()), "foreground_after": float((after != 0).float().mean()),
+            "label_agreement": kept / max(1, int(foreground.sum()))}
+
+
+def _guard_collapse(model, adapted, image, probs, first_labels: torch.Tensor, stats: dict, config: EttaConfig,
+                    predict):
+    """Keep the unadapted model's segmentation when adaptation collapsed: it lost more than
+    ``config.collapse_fraction`` of the first pass's foreground, or relabelled more than that share
+    of it (entropy minimisation reaches zero entropy by calling everything one class). Warns, and
+    records the measures in ``stats``."""
+    measures = collapse_measures(first_labels, predicted_labels(probs, config.activation))
+    lost = measures["foreground_after"] < (1.0 - config.collapse_fraction) * measures["foreground_before"]
+    moved = measures["label_agreement"] < 1.0 - config.collapse_fraction
+    collapsed = measures["foreground_before"] > 0 and (lost or moved)
+    stats.update(measures, collapsed=collapsed, result="unadapted" if collapsed else "adapted")
+    if not collapsed:
+        return adapted, stats, probs
+    what = (f"labels {measures['foreground_after']:.1%} of the scan as foreground against "
+            f"{measures['foreground_before']:.1%} unadapted" if lost else
+            f"keeps the label of only {measures['label_agreement']:.1%} of the unadapted foreground")
+    warnings.warn(f"ETTA collapsed (steps {config.steps}, lr {config.lr:g}): the adapted model {what}, so its "
+                  f"lower entropy ({stats['entropy_before']:.3f} -> {stats['entropy_after']:.3f}) is not an "
+                  "improvement; the segmentation is the unadapted model's (lower --etta-lr or --etta-steps)")
+    del probs
+    started = time.perf_counter()
+    probs = predict(model, image, "after")
+    stats["final_pass_s"] += time.perf_counter() - started
+    stats["time_s"] += time.perf_counter() - started
+    return model, stats, probs
 
 
 def network_stride(roi: Sequence[int]) -> int:
@@ -370,8 +420,8 @@ def _check_config(config: EttaConfig) -> None:
     if config.steps < 1:
         raise ValueError(f"ETTA steps must be >= 1, got {config.steps}; segment without ETTA for an "
                          "unadapted result")
-    if not config.lr > 0:
-        raise ValueError(f"ETTA learning rate must be > 0, got {config.lr}")
+    if not 0 < config.lr < float("inf"):
+        raise ValueError(f"ETTA learning rate must be a finite number > 0, got {config.lr}")
     if config.step_batch_size < 1 or config.sw_batch_size < 1:
         raise ValueError(f"ETTA batch sizes must be >= 1, got {config.step_batch_size}, {config.sw_batch_size}")
     if config.patches < 1:
@@ -380,6 +430,8 @@ def _check_config(config: EttaConfig) -> None:
         raise ValueError(f"ETTA patch_scale must be in (0, 1], got {config.patch_scale}")
     if not 0 <= config.overlap < 1:
         raise ValueError(f"ETTA overlap must be in [0, 1), got {config.overlap}")
+    if not 0 < config.collapse_fraction <= 1:
+        raise ValueError(f"ETTA collapse_fraction must be in (0, 1], got {config.collapse_fraction}")
     if config.candidates is not None:
         warnings.warn("EttaConfig.candidates is deprecated and ignored: the first whole-scan pass scores "
                       "every window", DeprecationWarning, stacklevel=4)

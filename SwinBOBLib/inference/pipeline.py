@@ -92,6 +92,10 @@ def segment_image(image: Image, model: torch.nn.Module, metadata, config: Infere
 
     Raises:
         ValueError: bad image (NaN voxels, wrong channels, not 3D), bad options, a model ETTA cannot adapt.
+        InsufficientMemoryError: the pipeline's estimated memory exceeds this machine's, checked
+            before anything large is allocated (:mod:`~SwinBOBLib.inference.memory`).
+
+    Warnings (into ``report.json`` ``warnings``): no contrast, ETTA collapsed, fp16 overflow recomputed.
     """
     config = resolve_config(config or InferenceConfig(), metadata)
     torch.manual_seed(config.seed)
@@ -177,8 +181,11 @@ def _finish(probs, prepared: Prepared, metadata, config: InferenceConfig, select
         labels, kind, classes = channels.astype(np.uint8), "regions", head.num_channels
     else:  # the checkpoint's own channel order (compact for UKBOB, converted on load)
         layout = checkpoint_layout(metadata)
-        channels, entropy, kept = postprocess(probs, prepared, config.probabilities)
-        labels, kind, classes = layout.channels_to_labels(channels), layout.kind, layout.num_channels
+        dtype = np.uint8 if max(layout.labels) < 256 else np.uint16
+        labels, entropy, kept = postprocess(probs, prepared, config.probabilities,
+                                            decode=lambda part: layout.channels_to_labels(part.argmax(0).numpy()),
+                                            dtype=dtype)
+        kind, classes = layout.kind, layout.num_channels
     del probs
     whole = labels
     if selected is not None:

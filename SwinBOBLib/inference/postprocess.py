@@ -32,40 +32,62 @@ def _source_coords(n_out: int, n_src: int) -> torch.Tensor:
     return torch.arange(n_out, dtype=torch.float64) * (n_src - 1) / (n_out - 1)
 
 
+#: Bytes one slab of interpolated probabilities may take (float32, all channels); slabs are thinner
+#: for many channels on a large grid, so memory stays bounded whatever the scan.
+SLAB_BYTES = 256 * 2 ** 20
+
+
+def slab_thickness(channels: int, shape: Sequence[int], limit: int = 16) -> int:
+    """Slices per slab: at most ``limit``, and few enough that ``channels`` float32 planes of
+    ``shape[:2]`` stay within :data:`SLAB_BYTES`."""
+    plane = max(1, int(channels) * int(shape[0]) * int(shape[1]) * 4)
+    return max(1, min(int(limit), SLAB_BYTES // plane))
+
+
 def probability_slabs(probs: torch.Tensor, shape: Sequence[int], slab: int = 16):
     """Yield ``(z0, z1, probs_slab (K, X, Y, z1 - z0) float32)`` of ``probs`` ``(1, K, X', Y', Z')``
-    interpolated onto the grid ``shape`` (corner-aligned, the inverse of :func:`resample`)."""
+    interpolated onto the grid ``shape`` (corner-aligned, the inverse of :func:`resample`).
+
+    Each slab is interpolated along z on the model grid first, then in-plane by bilinear
+    interpolation with aligned corners (the same corner-aligned mapping, one kernel instead of
+    copies of every channel); ``slab`` is thinned by :func:`slab_thickness`.
+    """
     probs = probs[0]
-    xs = _source_coords(shape[0], probs.shape[1])
-    ys = _source_coords(shape[1], probs.shape[2])
     zs = _source_coords(shape[2], probs.shape[3])
     same_xy = tuple(probs.shape[1:3]) == tuple(shape[:2])
+    slab = slab_thickness(probs.shape[0], shape, slab)
     for z0 in range(0, shape[2], slab):
         z1 = min(shape[2], z0 + slab)
         lo = int(zs[z0].floor())
         hi = min(int(zs[z1 - 1].ceil()), probs.shape[3] - 1)
         part = probs[:, :, :, lo:hi + 1].float()
-        if not same_xy:
-            part = _lerp_axis(_lerp_axis(part, 1, xs.to(torch.float32)), 2, ys.to(torch.float32))
-        if tuple(probs.shape[1:]) != tuple(shape):
+        if probs.shape[3] != shape[2]:
             part = _lerp_axis(part, 3, (zs[z0:z1] - lo).to(torch.float32))
+        if not same_xy:  # (K, X', Y', z) -> (z, K, X, Y) -> (K, X, Y, z)
+            planes = torch.nn.functional.interpolate(part.permute(3, 0, 1, 2), size=tuple(int(n) for n in shape[:2]),
+                                                     mode="bilinear", align_corners=True)
+            part = planes.permute(1, 2, 3, 0)
         yield z0, z1, part.cpu()
 
 
 def postprocess(probs: torch.Tensor, prepared: Prepared, keep_probabilities: bool = False,
-                activation: str = "softmax", decode: Callable[[torch.Tensor], np.ndarray] | None = None):
+                activation: str = "softmax", decode: Callable[[torch.Tensor], np.ndarray] | None = None,
+                dtype=None):
     """Probabilities on the model grid -> channel argmax, entropy (and probabilities) on the RAS input grid.
 
     ``activation`` picks the entropy (:func:`SwinBOBLib.models.heads.entropy`); ``decode`` maps a slab of
     probabilities ``(K, X, Y, z)`` to integers ``(X, Y, z)`` (default: the channel argmax; a
-    sigmoid head passes :meth:`SwinBOBLib.models.heads.RegionHead.labels`).
+    sigmoid head passes :meth:`SwinBOBLib.models.heads.RegionHead.labels`, a softmax head its label
+    lookup, so no whole-volume index array is made). ``dtype`` of the first output: default uint8
+    (uint16 beyond 256 channels). Works slab by slab
+    (:func:`probability_slabs`): besides the outputs, memory holds one slab of all channels.
 
     Returns:
-        ``(channels (X, Y, Z) int64, entropy (X, Y, Z) float32, probabilities (X, Y, Z, K) float32
-        or None)``, all in the RAS voxel order of the input grid.
+        ``(channels or decoded labels (X, Y, Z) of ``dtype``, entropy (X, Y, Z) float32,
+        probabilities (X, Y, Z, K) float32 or None)``, all in the RAS voxel order of the input grid.
     """
     shape = prepared.ras_shape
-    channels = np.zeros(shape, dtype=np.int64)
+    channels = np.zeros(shape, dtype=dtype or (np.uint8 if probs.shape[1] <= 256 else np.uint16))
     entropy = np.zeros(shape, dtype=np.float32)
     kept = np.zeros((*shape, probs.shape[1]), dtype=np.float32) if keep_probabilities else None
     for z0, z1, part in probability_slabs(probs, shape):

@@ -23,6 +23,8 @@ from SwinBOBLib.inference.config import (
     MAX_ROI_SIZE,
     InferenceConfig,
 )
+from SwinBOBLib.inference.device import select_device
+from SwinBOBLib.inference.memory import check_pipeline_memory
 from SwinBOBLib.io.image import Image
 
 
@@ -187,20 +189,41 @@ def preprocess(image: Image, metadata, config: InferenceConfig) -> tuple[torch.T
 
     Raises:
         ValueError: wrong channels, non-finite voxels, a grid with fewer than 2 voxels along an axis.
+        InsufficientMemoryError: the pipeline's estimated memory exceeds this machine's
+            (:func:`~SwinBOBLib.inference.memory.check_pipeline_memory`).
     """
     names = [n.strip() for n in config.contrast.split(",")] if config.contrast else metadata.contrasts
     image = select_contrasts(image, metadata.in_channels, names)
     _check_voxels(image)
     ras, record = io.reorient(image, "RAS")
+    target = effective_spacing(metadata.target_spacing_mm, config, ras.spacing)
+    shape, spacing = model_grid(ras.spatial_shape, ras.spacing, target)
+    _check_grid_size(shape, ras, target)
+    check_pipeline_memory(io.source_name(image.path), ras.array.shape, ras.array.dtype.itemsize, ras.num_channels,
+                          shape, spacing, int(metadata.out_channels), config, select_device(config.device).type)
     array = ras.array[None] if ras.array.ndim == 3 else np.moveaxis(ras.array, -1, 0)
     kind = config.intensity or metadata.intensity
     params = metadata.intensity_params if kind == metadata.intensity else {}
     array = normalize_intensity(array, kind, params)
-    target = effective_spacing(metadata.target_spacing_mm, config, ras.spacing)
-    shape, spacing = model_grid(ras.spatial_shape, ras.spacing, target)
-    _check_grid_size(shape, ras, target)
+    check_contrast(array, image, kind)
     tensor = resample(torch.from_numpy(array)[None], shape)
     return tensor, Prepared(record, ras.affine, ras.spatial_shape, shape, spacing)
+
+
+def check_contrast(array: np.ndarray, image: Image, kind: str) -> str | None:
+    """Warn when a normalised channel ``(C, X, Y, Z)`` is constant: a blank or constant scan (or one
+    whose voxels nearly all share one value) has no contrast, and whatever the network paints on it
+    is not anatomy. Returns the warning."""
+    flat = [c for c in range(array.shape[0]) if float(array[c].max()) == float(array[c].min())]
+    if not flat:
+        return None
+    raw = np.asarray(image.array)
+    what = (f"every voxel is {raw.flat[0]:g}" if raw.size and raw.min() == raw.max()
+            else f"nearly every voxel has one value, so the '{kind}' normalisation leaves no contrast")
+    message = (f"{io.source_name(image.path)}: channel(s) {flat}: {what}; there is nothing to segment and "
+               "the labels are not anatomy (check the file, the channel or --contrast)")
+    warnings.warn(message)
+    return message
 
 
 def check_roi_size(roi: int | None) -> int | None:

@@ -5,6 +5,7 @@ probabilities on the CPU, and a fallback to it on CUDA out-of-memory.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from typing import Callable, Sequence
@@ -128,9 +129,38 @@ def predict_probabilities(model: torch.nn.Module, tensor: torch.Tensor, roi: Seq
             torch.cuda.empty_cache()
         info.update(low_memory=True, oom_fallback=True)
         probs = _sliding_window(model, tensor, roi, config, device, True, progress, flips, swap_table)
+    probs = _finite_or_float32(probs, model, tensor, roi, config, device, progress, flips, swap_table, info)
     # flip_tta exchanges paired channels when the prediction has the layout's channels
     info["tta_lateral_swap"] = flips > 1 and swap_table is not None and len(swap_table) == probs.shape[1]
     return probs, info
+
+
+def count_nonfinite(probs: torch.Tensor, slab: int = 8) -> int:
+    """NaN or infinite values of ``probs`` ``(1, K, X, Y, Z)``, counted slab by slab (no full-size mask)."""
+    return sum(int((~torch.isfinite(probs[..., z0:z0 + slab])).sum()) for z0 in range(0, probs.shape[-1], slab))
+
+
+def _finite_or_float32(probs, model, tensor, roi, config: InferenceConfig, device, progress, flips, swap_table,
+                       info: dict) -> torch.Tensor:
+    """``probs``, or, when half-precision autocast overflowed into NaN/inf, the pass again in
+    float32 (with a warning); an overflow in float32 is the network's, never the scan's voxels."""
+    bad = count_nonfinite(probs)
+    if not bad:
+        return probs
+    dtype = autocast_dtype(device, config.amp)
+    if dtype is not None:
+        warnings.warn(f"the network's {str(dtype).replace('torch.', '')} computation overflowed ({bad} NaN or "
+                      "infinite probabilities); recomputed in float32 (--no-amp starts there)")
+        del probs
+        config = dataclasses.replace(config, amp=False)
+        probs = _sliding_window(model, tensor, roi, config, device, info["low_memory"], progress, flips, swap_table)
+        info["amp_overflow"] = True
+        bad = count_nonfinite(probs)
+    if bad:
+        raise ValueError(f"the network produced {bad} NaN or infinite probabilities in float32 (its weights "
+                                 "overflow on this scan; the scan's own voxels are finite): check the checkpoint and "
+                                 "the intensity normalisation (--intensity)")
+    return probs
 
 
 def _out_channels(model: torch.nn.Module) -> int:

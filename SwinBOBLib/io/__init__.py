@@ -5,7 +5,7 @@ reorientation, atomic writes, staging folders, datasets of cases.
 * :mod:`.readers` / :mod:`.writers`: NIfTI, NRRD (``.seg.nrrd`` with segment names), MHA, DICOM;
 * :mod:`.dicom`: DICOM series in and out; :mod:`.itk`: SimpleITK <-> RAS conversion;
 * :mod:`.geometry`: exact reorientation and grid comparison; :mod:`.memory`: size checks;
-* :mod:`.files`: atomic text/CSV writes, staging folders, safe names;
+* :mod:`.files`: atomic text/CSV writes, staging folders, safe names, the one rule for ``-o`` folders;
 * :mod:`.datasets`: Decathlon ``dataset.json``, CSV and label-folder datasets.
 
 Imports only :mod:`SwinBOBLib.labels` and :mod:`SwinBOBLib.runtime`. ``from SwinBOBLib import io``
@@ -19,13 +19,19 @@ from SwinBOBLib.io.dicom import (  # noqa: F401
     write_dicom_series,
 )
 from SwinBOBLib.io.files import (  # noqa: F401
+    LOCK_PREFIX,
+    OUTPUT_MARKER,
     STAGING_PREFIX,
     apply_umask,
+    check_not_input,
+    check_output_path,
     check_writable,
+    claim_output_folder,
     clean_stale_staging,
     current_umask,
     inside,
     safe_name,
+    staged_files,
     staged_folder,
     write_csv_atomic,
     write_text_atomic,
@@ -111,7 +117,13 @@ __all__ = [
     "inside",
     "check_writable",
     "clean_stale_staging",
+    "OUTPUT_MARKER",
+    "LOCK_PREFIX",
+    "check_output_path",
+    "check_not_input",
+    "claim_output_folder",
     "staged_folder",
+    "staged_files",
     "grid_difference",
     "Reorientation",
     "reorient",

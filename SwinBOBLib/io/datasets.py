@@ -137,7 +137,7 @@ def load_decathlon(path: str | os.PathLike, scheme: str | None = None, allow_out
     """
     source = Path(path)
     try:
-        data = json.loads(source.read_text(encoding="utf-8"))
+        data = json.loads(source.read_text(encoding="utf-8-sig"))
     except (OSError, json.JSONDecodeError) as error:
         raise DatasetError(f"{source}: cannot read the dataset file ({error})") from error
     if not isinstance(data, dict) or not isinstance(data.get("training", []), list):
@@ -183,7 +183,7 @@ def load_csv(path: str | os.PathLike, scheme: str | None = None, allow_outside: 
     ``id``); several contrast files go in one ``image`` cell separated by ``;``."""
     source = Path(path)
     try:
-        with open(source, newline="", encoding="utf-8") as handle:
+        with open(source, newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.DictReader(handle))
     except OSError as error:
         raise DatasetError(f"{source}: cannot read the dataset file ({error})") from error

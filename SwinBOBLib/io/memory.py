@@ -19,7 +19,8 @@ def format_mm(values) -> str:
     return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
 
 
-def _bytes(count: float) -> str:
+def format_bytes(count: float) -> str:
+    """A byte count for messages: ``"7.5 GB"`` (powers of 1000)."""
     for unit in ("bytes", "KB", "MB", "GB", "TB"):
         if count < 1000 or unit == "TB":
             return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
@@ -33,6 +34,26 @@ def physical_memory_bytes() -> int | None:
         return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, ValueError, OSError):
         return None
+
+
+def _cgroup_limit_bytes() -> int | None:
+    """The memory limit of this process's control group (containers, batch jobs), if any."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path, encoding="ascii") as stream:
+                text = stream.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2 ** 60:  # cgroup v1 writes a huge number for "no limit"
+            return int(text)
+    return None
+
+
+def available_memory_bytes() -> int | None:
+    """Memory this process may use in bytes: the physical memory, or the control group's limit where
+    that is lower (the kernel kills a process beyond either); None where neither is known."""
+    known = [n for n in (physical_memory_bytes(), _cgroup_limit_bytes()) if n]
+    return min(known) if known else None
 
 
 def check_declared_size(source, shape: Sequence[int], itemsize: int) -> int:
@@ -53,13 +74,13 @@ def check_declared_size(source, shape: Sequence[int], itemsize: int) -> int:
     total = physical_memory_bytes()
     if total is not None and declared > total:
         raise InsufficientMemoryError(
-            f"not enough memory to read {source} (declared size {_bytes(declared)}, shape "
-            f"{tuple(int(n) for n in shape)}; this machine has {_bytes(total)}); the header is broken "
+            f"not enough memory to read {source} (declared size {format_bytes(declared)}, shape "
+            f"{tuple(int(n) for n in shape)}; this machine has {format_bytes(total)}); the header is broken "
             "or the image must be cropped first")
     return declared
 
 
 def out_of_memory_error(source, shape: Sequence[int], itemsize: int) -> InsufficientMemoryError:
     declared = float(np.prod([int(n) for n in shape], dtype=np.float64)) * int(itemsize)
-    return InsufficientMemoryError(f"not enough memory to read {source} (declared size {_bytes(declared)}, "
+    return InsufficientMemoryError(f"not enough memory to read {source} (declared size {format_bytes(declared)}, "
                                    f"shape {tuple(int(n) for n in shape)})")

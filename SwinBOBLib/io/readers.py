@@ -6,6 +6,7 @@ multi-channel image. Geometry is converted to RAS on reading (see :mod:`SwinBOBL
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -17,6 +18,7 @@ from SwinBOBLib.io.image import (
     IMAGE_SUFFIXES,
     ITK_SUFFIXES,
     NIFTI_SUFFIXES,
+    GeometryWarning,
     Image,
     ImageFormatError,
     as_label_array,
@@ -26,7 +28,7 @@ from SwinBOBLib.io.image import (
     image_suffix,
 )
 from SwinBOBLib.io.itk import itk_affine, itk_array, itk_itemsize
-from SwinBOBLib.io.memory import InsufficientMemoryError, check_declared_size, out_of_memory_error
+from SwinBOBLib.io.memory import InsufficientMemoryError, check_declared_size, format_mm, out_of_memory_error
 from SwinBOBLib.labels.schemes import get_scheme
 
 
@@ -117,7 +119,22 @@ def _read_nifti(path: Path) -> Image:
     except Exception as error:
         raise ImageFormatError(f"{path}: cannot read as NIfTI ({type(error).__name__}: {error}); "
                                "the file is truncated or not a NIfTI image") from error
-    return Image(array, np.asarray(img.affine, dtype=np.float64), path)
+    return Image(array, _nifti_affine(img, path), path)
+
+
+def _nifti_affine(img, path: Path) -> np.ndarray:
+    """The voxel -> RAS affine of a NIfTI image; with qform_code = sform_code = 0 (no orientation
+    stored) the geometry SimpleITK and Slicer read, not nibabel's guess (LAS, centred origin), so
+    outputs stamped with it lie where Slicer shows the input."""
+    header = img.header
+    if int(header["qform_code"]) != 0 or int(header["sform_code"]) != 0:
+        return np.asarray(img.affine, dtype=np.float64)
+    zooms = [float(z) if np.isfinite(z) and z > 0 else 1.0 for z in header.get_zooms()[:3]]
+    warnings.warn(f"{path}: the NIfTI header stores no orientation (qform_code = sform_code = 0); read as "
+                  f"Slicer and SimpleITK read it (LPS axes, origin 0, voxels {format_mm(zooms)} mm) and the "
+                  "outputs are written with that geometry; left and right cannot be trusted",
+                  GeometryWarning, stacklevel=4)
+    return np.diag([-zooms[0], -zooms[1], zooms[2], 1.0])
 
 
 def _read_itk(path: Path) -> Image:

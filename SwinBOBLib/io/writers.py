@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -63,6 +65,7 @@ def save_image(image: Image, path: str | os.PathLike, *, scheme: str | None = No
     """
     path = Path(path)
     array = np.asarray(image.array if dtype is None else image.array.astype(dtype))
+    _check_finite(array, path)
     array = check_array(array, str(path))
     check_geometry(image.affine, str(path))
     suffix = image_suffix(path)
@@ -71,19 +74,57 @@ def save_image(image: Image, path: str | os.PathLike, *, scheme: str | None = No
     if suffix not in IMAGE_SUFFIXES:  # no suffix, or a numeric one such as a series UID's
         write_dicom_series(array, image.affine, path)
         return path
-    tmp = path.with_name(f".{path.name[: -len(suffix)]}.tmp-{uuid.uuid4().hex[:8]}{suffix}")
     try:
-        if suffix in NIFTI_SUFFIXES:
-            _write_nifti(array, image.affine, tmp)
+        if suffix == ".mhd":
+            _write_mhd(array, image.affine, path)
         else:
-            _write_itk(array, image.affine, tmp, seg_scheme=(scheme or "ukbob") if suffix == ".seg.nrrd" else None)
-        os.replace(tmp, path)
+            _write_atomic(array, image.affine, path, suffix, scheme)
     except RuntimeError as error:  # SimpleITK's writer; its message names the temporary file
         raise OSError(f"{path}: cannot write the image ({_last_line(error)})") from error
+    except OSError as error:
+        # A full disk or a quota: nibabel's and zlib's errors name no file, others the temporary one.
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
+    return path
+
+
+def _check_finite(array: np.ndarray, path: Path) -> None:
+    """An output holding NaN or infinite values was computed so: say that, not "fix the input"."""
+    if array.dtype.kind == "f":
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise ValueError(f"{path}: cannot write this image: {bad} of its voxels are NaN or infinite (a "
+                             "computation overflowed; the input file is not at fault)")
+
+
+def _temporary(path: Path, suffix: str) -> Path:
+    return path.with_name(f".{path.name[: -len(suffix)]}.tmp-{uuid.uuid4().hex[:8]}{suffix}")
+
+
+def _write_atomic(array: np.ndarray, affine: np.ndarray, path: Path, suffix: str, scheme: str | None) -> None:
+    tmp = _temporary(path, suffix)
+    try:
+        if suffix in NIFTI_SUFFIXES:
+            _write_nifti(array, affine, tmp)
+        else:
+            _write_itk(array, affine, tmp, seg_scheme=(scheme or "ukbob") if suffix == ".seg.nrrd" else None)
+        os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
-    return path
+
+
+def _write_mhd(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """A ``.mhd`` header names its data file (``ElementDataFile``): both are written under their
+    final names in a hidden folder beside ``path``, then the data file and the header moved into
+    place, so the header never names a temporary file."""
+    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        _write_itk(array, affine, folder / path.name, seg_scheme=None)
+        for data_file in sorted(p for p in folder.iterdir() if p.name != path.name):
+            os.replace(data_file, path.parent / data_file.name)
+        os.replace(folder / path.name, path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _last_line(error: BaseException) -> str:

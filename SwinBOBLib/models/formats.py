@@ -26,6 +26,7 @@ import contextlib
 import io as _io
 import os
 import pickle
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -83,12 +84,34 @@ def safe_load(file: str | os.PathLike | _io.BytesIO, source: str) -> Any:
     except pickle.UnpicklingError as error:
         reason = _unpickling_reason(str(error))
         if reason is None:
-            raise ValueError(f"{source}: not a readable PyTorch checkpoint (corrupt or not a torch.save file)") from None
+            raise ValueError(f"{source}: not a readable PyTorch checkpoint{_looks_like(file)} (corrupt or not a "
+                             "torch.save file)") from None
         raise ValueError(f"{source}: refused to load: the checkpoint contains pickled objects or code "
                          f"that a safe (weights_only) load does not allow ({reason}). Re-save it "
                          "as a plain state dict: torch.save(model.state_dict(), path)") from None
     except (RuntimeError, EOFError, OSError) as error:
         raise ValueError(f"{source}: not a readable PyTorch checkpoint ({error})") from None
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, struct.error) as error:
+        # The unpickler reading bytes that are no pickle (a text file, an HTML error page) fails
+        # with a bare KeyError: 101 and the like; name the file and what it is instead.
+        raise ValueError(f"{source}: not a readable PyTorch checkpoint{_looks_like(file)} (corrupt or not a "
+                         f"torch.save file; {type(error).__name__}: {error})") from None
+
+
+def _looks_like(file) -> str:
+    """`` (a text file starting 'hello ...')`` for a file that is text, else ``""``."""
+    try:
+        if isinstance(file, _io.BytesIO):
+            head = file.getvalue()[:60]
+        else:
+            with open(file, "rb") as stream:
+                head = stream.read(60)
+        text = head.decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+    if not text or not all(c.isprintable() or c.isspace() for c in text):
+        return ""
+    return f" (a text file starting {text.split(chr(10))[0][:40]!r})"
 
 
 def _unpickling_reason(message: str) -> str | None:

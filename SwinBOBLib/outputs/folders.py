@@ -39,7 +39,7 @@ _OLD_TEMPORARY = re.compile(r"\.(labels|entropy|organs\.csv|report\.json|preview
 
 
 def _is_output_name(name: str, extra: Sequence[str] = ()) -> bool:
-    if name in OUTPUT_FILES or name in extra or _OLD_TEMPORARY.match(name):
+    if name in OUTPUT_FILES or name in extra or _OLD_TEMPORARY.match(name) or name.startswith(io.LOCK_PREFIX):
         return True
     stem, _, suffix = name.partition(".")
     return stem in ("labels", "entropy") and f".{suffix}" in io.IMAGE_SUFFIXES

@@ -10,12 +10,14 @@ from typing import Callable
 
 import numpy as np
 
+from SwinBOBLib.io.files import check_output_path, staged_files
 from SwinBOBLib.io.image import Image
 from SwinBOBLib.io.writers import save_image, save_labelmap
 from SwinBOBLib.phantom.anatomy import CHANNEL_NAMES
 from SwinBOBLib.phantom.corruption import CORRUPTION_KINDS, corrupt_labels
 from SwinBOBLib.phantom.generator import make_phantom, resolve_size
 from SwinBOBLib.phantom.shapes import _scheme
+from SwinBOBLib.runtime.locks import folder_lock
 
 
 def _dataset_json(n: int, size, seed: int, corrupt: bool) -> dict:
@@ -64,7 +66,8 @@ def write_cohort(output_dir, n: int = 1, size="tiny", seed: int = 0, corrupt: bo
     cases (at least one when the fraction is > 0) get ``n_corruptions`` planted errors in
     ``labelsTr``; every case then also has ``labelsClean/`` (true labels) and
     ``corruptions/case_XXXX.json`` (the records of :func:`corrupt_labels`, [] if uncorrupted).
-    Case ``i`` uses seed ``seed + i``; files are written atomically.
+    Case ``i`` uses seed ``seed + i``; the dataset is written into a hidden staging folder and
+    moved into place when complete, so an interrupted run leaves none of it behind.
 
     Args:
         output_dir: dataset folder (created).
@@ -86,14 +89,34 @@ def write_cohort(output_dir, n: int = 1, size="tiny", seed: int = 0, corrupt: bo
         ValueError: n < 1, unknown size, fraction outside [0, 1].
         FileExistsError: ``output_dir`` already holds a dataset (``dataset.json`` or its folders),
             which would be overwritten case by case.
+        FolderBusyError: another run writes into ``output_dir``.
     """
     _check_cohort_args(n, size, corrupt_fraction)
-    root = Path(output_dir)
-    existing = [name for name in ("dataset.json", "imagesTr", "labelsTr", "labelsClean", "corruptions")
-                if (root / name).exists()]
+    root = check_output_path(output_dir)
+    with folder_lock(root):  # one run per folder: two runs never both pass the check below
+        _refuse_dataset(root)
+        root.mkdir(parents=True, exist_ok=True)
+        # Written into a hidden staging folder and moved into place at the end: a killed run leaves
+        # no partial dataset to block the next one.
+        with staged_files(root, None) as staging:
+            summary = _write_cases(staging, n, size, seed, corrupt, corrupt_fraction, progress, n_corruptions,
+                                   balanced_kinds)
+    return {**summary, "output_dir": str(root), "dataset_json": str(root / "dataset.json")}
+
+
+def _refuse_dataset(root: Path) -> None:
+    existing = [name for name in DATASET_ENTRIES if (root / name).exists()]
     if existing:
         raise FileExistsError(f"{root}: already holds a dataset ({', '.join(existing)}); refusing to overwrite "
                               "it, choose a new or empty folder")
+
+
+#: What a phantom cohort writes into its folder.
+DATASET_ENTRIES = ("dataset.json", "imagesTr", "labelsTr", "labelsClean", "corruptions")
+
+
+def _write_cases(root: Path, n, size, seed, corrupt, corrupt_fraction, progress, n_corruptions,
+                 balanced_kinds) -> dict:
     n_bad = 0 if not corrupt else min(n, max(int(round(corrupt_fraction * n)), int(corrupt_fraction > 0)))
     corrupted = set(np.random.default_rng([int(seed), 11]).permutation(n)[:n_bad].tolist())
     turn = {case: j * n_corruptions for j, case in enumerate(sorted(corrupted))}  # balanced_kinds: first kind
@@ -106,8 +129,7 @@ def write_cohort(output_dir, n: int = 1, size="tiny", seed: int = 0, corrupt: bo
         if progress is not None:
             progress(i + 1, n)
     _write_json(_dataset_json(n, size, seed, corrupt), root / "dataset.json")
-    return {"output_dir": str(root), "cases": cases,
-            "corrupted": [f"case_{i:04d}" for i in sorted(corrupted)], "dataset_json": str(root / "dataset.json")}
+    return {"cases": cases, "corrupted": [f"case_{i:04d}" for i in sorted(corrupted)]}
 
 
 def _write_case(root: Path, index: int, seed: int, size, corrupt: bool, corrupted: bool, n_corruptions: int,

@@ -264,7 +264,16 @@ def _name_of(scheme: str | None, label: int) -> str:
 
 
 def bounds_to_json(bounds: Bounds) -> dict:
-    """A JSON-ready dict: format, epsilon, scheme, cohort size, features and one entry per label."""
+    """A JSON-ready dict: format, epsilon, scheme, cohort size, features and one entry per label.
+
+    Raises:
+        ValueError: a label without its cohort presence (bounds not made by :func:`fit_bounds`): the
+            file would be refused on reading, as :func:`bounds_from_json` refuses a null presence.
+    """
+    unknown = sorted(label for label in bounds if bounds.presence.get(label) is None)
+    if unknown:
+        raise ValueError(f"SOLF bounds without the cohort's presence of label(s) {unknown} cannot be saved: "
+                         "give Bounds(..., presence={label: share}) or fit them with fit_bounds")
     labels = {}
     for label, ranges in bounds.items():
         entry = {"name": _name_of(bounds.scheme, label),
@@ -276,24 +285,63 @@ def bounds_to_json(bounds: Bounds) -> dict:
             "features": list(bounds.features), "cohort": bounds.cohort, "labels": labels}
 
 
+#: Versions of the bounds file this code reads.
+BOUNDS_VERSIONS = (1,)
+
+
 def bounds_from_json(data: Mapping, source: str = "bounds") -> Bounds:
-    """Inverse of :func:`bounds_to_json`; ValueError naming ``source`` for a malformed document."""
+    """Inverse of :func:`bounds_to_json`; ValueError naming ``source``, the label, the field and the
+    value for a malformed document: an unknown version, a bound that is not two finite numbers with
+    low <= high, a presence that is not a share in [0, 1]."""
     if not isinstance(data, Mapping) or data.get("format") != BOUNDS_FORMAT:
         raise ValueError(f"{source}: not a SOLF bounds file (expected \"format\": \"{BOUNDS_FORMAT}\")")
+    if data.get("version") not in BOUNDS_VERSIONS:
+        raise ValueError(f"{source}: SOLF bounds file version {data.get('version')!r} is not one this SwinBOB "
+                         f"reads ({', '.join(map(str, BOUNDS_VERSIONS))}); refit the bounds or upgrade SwinBOB")
     try:
         features = tuple(data["features"])
         bounds, presence, counts = {}, {}, {}
         for key, entry in data["labels"].items():
             label = int(key)
-            bounds[label] = {f: (float(entry[f][0]), float(entry[f][1])) for f in features}
-            if entry.get("presence") is not None:
-                presence[label] = float(entry["presence"])
+            where = f"{source}: label {key} ({entry.get('name', '?')})"
+            # fit_bounds leaves out a feature a structure never has (an unpaired one's partner ratio)
+            bounds[label] = {f: _bound(entry[f], f"{where}, {f}") for f in features if f in entry}
+            presence[label] = _share(entry.get("presence"), f"{where}, presence")
             if entry.get("samples") is not None:
                 counts[label] = int(entry["samples"])
         return Bounds(bounds, epsilon=data["epsilon"], n_samples=data["n_samples"], presence=presence,
                       counts=counts, features=features, scheme=data.get("scheme"), cohort=data.get("cohort"))
-    except (KeyError, TypeError, ValueError, IndexError) as error:
+    except BoundsValueError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
         raise ValueError(f"{source}: malformed SOLF bounds file ({type(error).__name__}: {error})") from None
+
+
+class BoundsValueError(ValueError):
+    """A value of a bounds file that cannot be used; the message names the file, label and field."""
+
+
+def _number(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
+
+
+def _bound(pair, where: str) -> tuple[float, float]:
+    """``[low, high]``: two finite numbers, low <= high."""
+    values = [_number(v) for v in pair] if isinstance(pair, (list, tuple)) and len(pair) == 2 else [math.nan]
+    if not all(math.isfinite(v) for v in values) or values[0] > values[1]:
+        raise BoundsValueError(f"{where} is {json.dumps(pair)}; expected [low, high], two finite numbers "
+                               "with low <= high")
+    return values[0], values[1]
+
+
+def _share(value, where: str) -> float:
+    number = _number(value)
+    if not 0 <= number <= 1:  # NaN fails too
+        raise BoundsValueError(f"{where} is {json.dumps(value)}; expected the share of the cohort with this "
+                               "structure, a number in [0, 1] (it decides which absent structures are missing)")
+    return number
 
 
 def save_bounds(bounds: Bounds, path: str | os.PathLike) -> None:
@@ -304,7 +352,7 @@ def save_bounds(bounds: Bounds, path: str | os.PathLike) -> None:
 def load_bounds(path: str | os.PathLike) -> Bounds:
     """Read bounds saved by :func:`save_bounds`."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"{path}: cannot read SOLF bounds ({error})") from None
     return bounds_from_json(data, source=str(path))

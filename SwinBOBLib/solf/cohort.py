@@ -107,7 +107,7 @@ def samples_from_csv(path: str | os.PathLike) -> list[Sample]:
     """Samples of a CSV with a ``labelmap`` column and optional ``id``, ``image``, ``body_mask``,
     ``entropy`` columns; relative paths are relative to the CSV's folder."""
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as stream:
+    with open(path, newline="", encoding="utf-8-sig") as stream:
         rows = list(csv.DictReader(stream))
     if not rows or "labelmap" not in rows[0]:
         raise ValueError(f"{path}: a cohort CSV needs a header with a 'labelmap' column "

@@ -7,8 +7,9 @@ import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from SwinBOBLib.io.files import write_text_atomic
+from SwinBOBLib.io.files import OUTPUT_MARKER, check_output_path, claim_output_folder, staged_files, write_text_atomic
 from SwinBOBLib.labels.schemes import get_scheme
+from SwinBOBLib.runtime.locks import folder_lock
 from SwinBOBLib.solf.bounds import (
     MISSING_PRESENCE,
     check_epsilon,
@@ -18,7 +19,14 @@ from SwinBOBLib.solf.bounds import (
     save_bounds,
 )
 from SwinBOBLib.solf.checks import cohort_size_warning
-from SwinBOBLib.solf.cohort import BODY_SOURCES, CohortFeatures, compute_features, find_samples
+from SwinBOBLib.solf.cohort import (
+    BODY_SOURCES,
+    RUN_CONFIG_NAME,
+    STORE_NAME,
+    CohortFeatures,
+    compute_features,
+    find_samples,
+)
 from SwinBOBLib.solf.report import write_report
 from SwinBOBLib.solf.tables import (
     FEATURE_COLUMNS,
@@ -83,9 +91,37 @@ def check_config(config: RunConfig) -> None:
 def run_cohort(config: RunConfig, **hooks) -> RunResult:
     """Compute (or resume) features, fit bounds, flag every sample and write the outputs:
     ``features.csv``, ``bounds.json``, ``flags.csv``, ``qc_list.csv``/``.json``, ``errors.csv``,
-    ``report.md`` + PNGs, ``config.json``. ``hooks`` are passed to :func:`compute_features`."""
+    ``report.md`` + PNGs, ``config.json``, written as one set. ``hooks`` are passed to
+    :func:`compute_features`.
+
+    Raises:
+        FileExistsError: ``out_dir`` holds files SwinBOB did not write for ``solf`` (a user's report.md,
+            the cohort itself); see :func:`~SwinBOBLib.io.files.claim_output_folder`.
+        FolderBusyError: another run writes into ``out_dir``.
+    """
     check_config(config)
-    out_dir = Path(config.out_dir)
+    out_dir = check_output_path(config.out_dir)
+    with folder_lock(out_dir):  # one run per output folder
+        claim_solf_folder(out_dir, [config.cohort, config.images, config.body_masks])
+        return _run(config, out_dir, hooks)
+
+
+def claim_solf_folder(out_dir: Path, inputs) -> None:
+    """``out_dir`` must be new, empty or a SOLF output folder (see
+    :func:`~SwinBOBLib.io.files.claim_output_folder`); one of an earlier version (no marker, but its
+    features store and the store's settings) is taken as one, so it still resumes."""
+    legacy = (out_dir / STORE_NAME).is_file() and (out_dir / RUN_CONFIG_NAME).is_file()
+    if legacy and not (out_dir / OUTPUT_MARKER).exists():
+        write_text_atomic(out_dir / OUTPUT_MARKER, _json({"command": SOLF_COMMAND}))
+    claim_output_folder(out_dir, SOLF_COMMAND, inputs)
+
+
+#: The command an output folder of ``solf run`` and ``solf ablation`` is marked with (they share the
+#: resumable features, so either may write into the other's folder).
+SOLF_COMMAND = "solf"
+
+
+def _run(config: RunConfig, out_dir: Path, hooks) -> RunResult:
     samples = find_samples(config.cohort, config.images, config.body_masks)
     result = compute_features(samples, out_dir, engine=config.engine, workers=config.workers,
                               address=config.address, body=config.body, progress=config.progress,
@@ -115,6 +151,16 @@ def _describe_cohort(cohort_path, n: int) -> tuple[str, bool | None]:
 
 
 def _write_outputs(config, out_dir, samples, result: CohortFeatures, cohort, bounds, flags) -> RunResult:
+    """Every table, the bounds, the report and its figures, written as one set (staged, then moved
+    into ``out_dir`` together): a killed run never leaves new flags beside an old report."""
+    with staged_files(out_dir, SOLF_COMMAND) as staging:
+        run = _write_set(config, staging, samples, result, cohort, bounds, flags)
+    run.out_dir = out_dir
+    run.files = {name: [out_dir / Path(p).name for p in paths] for name, paths in run.files.items()}
+    return run
+
+
+def _write_set(config, out_dir, samples, result: CohortFeatures, cohort, bounds, flags) -> RunResult:
     files = {}
     write_text_atomic(out_dir / "config.json", _json(asdict(config)))
     files["features"] = write_table(feature_rows(cohort, config.scheme),

@@ -34,6 +34,18 @@ def values_before_after(cohort: Mapping[str, Mapping[int, Mapping]], flags: Mapp
     return np.asarray(before), np.asarray(after)
 
 
+def _horizontal_boxes() -> dict:
+    """Horizontal boxes: ``orientation=`` from matplotlib 3.10 on (``vert=False`` warns there)."""
+    import inspect
+
+    from matplotlib.axes import Axes
+
+    if "orientation" in inspect.signature(Axes.boxplot).parameters:
+        return {"orientation": "horizontal"}
+    return {"vert": False}
+
+
+
 def _pyplot():
     import matplotlib
 
@@ -61,6 +73,7 @@ def plot_distributions(cohort, flags, labels: Sequence[int], path: str | os.Path
     filtering: one row of panels per structure group, one column per feature, structures named
     on the vertical axis (horizontal boxes, so every name stays readable)."""
     plt = _pyplot()
+    horizontal = _horizontal_boxes()
     name = structure_namer(scheme)
     groups = structure_groups(labels, scheme)
     heights = [max(2, len(members)) for _, members in groups]
@@ -74,7 +87,7 @@ def plot_distributions(cohort, flags, labels: Sequence[int], path: str | os.Path
             pairs = [values_before_after(cohort, flags, label, feature) for label in members]
             for offset, index, color in ((0.2, 0, "0.6"), (-0.2, 1, "tab:blue")):
                 data = [p[index] if len(p[index]) else np.array([np.nan]) for p in pairs]
-                axis.boxplot(data, positions=positions + offset, widths=0.35, vert=False, showfliers=True,
+                axis.boxplot(data, positions=positions + offset, widths=0.35, **horizontal, showfliers=True,
                              flierprops={"markersize": 2}, patch_artist=True,
                              boxprops={"facecolor": color, "linewidth": 0.5}, medianprops={"color": "k"})
             axis.set_yticks(positions)

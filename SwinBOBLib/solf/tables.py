@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
-from SwinBOBLib.io.files import write_text_atomic
+from SwinBOBLib.io.files import apply_umask, write_text_atomic
 from SwinBOBLib.labels.schemes import get_scheme
 from SwinBOBLib.solf.bounds import SOLF_FEATURES
 from SwinBOBLib.solf.features import FEATURES
@@ -103,6 +103,7 @@ def write_table(rows: Iterable[Mapping], path: str | os.PathLike, columns: Seque
             writer = csv.DictWriter(stream, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
+        apply_umask(temporary)  # 0644 with the usual umask, as every other output (mkstemp makes 0600)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -123,7 +124,7 @@ def _parquet_beside(path: Path) -> list[Path]:
 
 def read_csv(path: str | os.PathLike) -> list[dict]:
     """Rows of a CSV written by :func:`write_table` (values as strings)."""
-    with open(path, newline="", encoding="utf-8") as stream:
+    with open(path, newline="", encoding="utf-8-sig") as stream:
         return list(csv.DictReader(stream))
 
 

@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from SwinBOBLib.inference.device import select_device
+from SwinBOBLib.io import memory as host_memory
+from SwinBOBLib.io.memory import InsufficientMemoryError, format_bytes
+from SwinBOBLib.labels.layouts import channel_layout
 from SwinBOBLib.models.networks import roi_multiple
 from SwinBOBLib.training.synthesis import SYNTHESIS_MODES, SynthesisConfig
 
@@ -75,8 +80,70 @@ class TrainConfig:
         return check_config(cls(**values), source)
 
 
+#: Whole-number options; a value such as ``epochs: 1.7`` or ``true`` is refused, not truncated.
+INTEGER_OPTIONS = ("feature_size", "roi_size", "batch_size", "crops_per_volume", "epochs", "max_steps",
+                   "restart_epochs", "val_every", "checkpoint_every", "seed", "num_workers")
+
+#: Real-number options -> (lowest, highest, whether the lowest is allowed).
+REAL_OPTIONS = {"lr": (0.0, math.inf, False), "weight_decay": (0.0, math.inf, True),
+                "flip_prob": (0.0, 1.0, True), "rotate90_prob": (0.0, 1.0, True),
+                "intensity_shift": (0.0, math.inf, True), "val_overlap": (0.0, 0.99, True),
+                "subset_fraction": (0.0, 1.0, False)}
+
+#: Yes/no options; a string such as ``"false"`` would otherwise count as true.
+BOOLEAN_OPTIONS = ("allow_outside_paths", "affine_norm", "amp", "cpu_amp", "progress")
+
+
+def _integer(name: str, value, source: str) -> int:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{source}: {name} must be a whole number, got {value!r}")
+    return value
+
+
+def _real(name: str, value, source: str) -> float:
+    low, high, low_allowed = REAL_OPTIONS.get(name, (-math.inf, math.inf, True))
+    try:  # YAML reads 1e-4 (no dot) as a string
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    inside = math.isfinite(number) and low <= number <= high and (low_allowed or number > low)
+    if not inside:
+        if high == math.inf:
+            expected = f"a finite number {'>=' if low_allowed else '>'} {low:g}"
+        else:
+            expected = f"a number in {'[' if low_allowed else '('}{low:g}, {high:g}]"
+        raise ValueError(f"{source}: {name} must be {expected}, got {value!r}")
+    return number
+
+
+def _typed(config: TrainConfig, source: str) -> TrainConfig:
+    """``config`` with every number checked and converted (``"1e-4"`` -> 1e-4, ``2.0`` -> 2)."""
+    values = {}
+    for name in INTEGER_OPTIONS:
+        value = getattr(config, name)
+        values[name] = None if value is None and name == "max_steps" else _integer(name, value, source)
+    for name in REAL_OPTIONS:
+        values[name] = _real(name, getattr(config, name), source)
+    for name in BOOLEAN_OPTIONS:
+        if not isinstance(getattr(config, name), bool):
+            raise ValueError(f"{source}: {name} must be true or false, got {getattr(config, name)!r}")
+    betas = config.betas
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"{source}: betas must be two numbers in [0, 1), got {betas!r}")
+    values["betas"] = tuple(_real("betas", b, source) for b in betas)
+    if not all(0 <= b < 1 for b in values["betas"]):
+        raise ValueError(f"{source}: betas must be two numbers in [0, 1), got {betas!r}")
+    return dataclasses.replace(config, **values)
+
+
 def check_config(config: TrainConfig, source: str = "config") -> TrainConfig:
-    """Validate option values; raise ValueError naming the option and the bad value."""
+    """Validate option values; raise ValueError naming the option and the bad value.
+
+    Returns the config with its numbers converted (a YAML string ``"1e-4"`` becomes 1e-4).
+    """
+    config = _typed(config, source)
     positive = ("feature_size", "roi_size", "batch_size", "crops_per_volume", "epochs", "restart_epochs",
                 "val_every", "checkpoint_every")
     for name in positive:
@@ -86,8 +153,6 @@ def check_config(config: TrainConfig, source: str = "config") -> TrainConfig:
     if config.roi_size % multiple:
         raise ValueError(f"{source}: roi_size must be a multiple of {multiple} for {config.network}, "
                          f"got {config.roi_size}")
-    if not 0 < config.subset_fraction <= 1:
-        raise ValueError(f"{source}: subset_fraction must be in (0, 1], got {config.subset_fraction}")
     if config.cache not in ("memory", "disk", "none"):
         raise ValueError(f"{source}: cache must be memory, disk or none, got '{config.cache}'")
     if config.max_steps is not None and config.max_steps < 1:
@@ -121,6 +186,66 @@ def crops_and_volumes(config: TrainConfig) -> tuple[int, int]:
     return crops, max(1, config.batch_size // crops)
 
 
+#: Bytes kept per crop voxel for back-propagation, per output channel (logits, softmax, one-hot
+#: target and their gradients) and per feature of the network (its activations). Measured on the
+#: CPU for Swin-UNETR (12 and 24 features, 64^3 crops: 3.2 kB + 114 B per feature a voxel for 72
+#: channels) and rounded up for the loss; the other networks keep fewer activations.
+TRAIN_BYTES_PER_VOXEL_CHANNEL = 64
+TRAIN_BYTES_PER_VOXEL_FEATURE = 120
+
+#: Fixed cost of a training process (torch, MONAI, cached cases, validation) in bytes.
+TRAIN_BASE_BYTES = 2e9
+
+#: A CPU recipe that fits a few GB: what the refusal suggests.
+CPU_RECIPE = {"roi_size": 32, "feature_size": 12, "batch_size": 2, "crops_per_volume": 2}
+
+
+def training_memory_bytes(config: TrainConfig, parameters: int | None = None) -> float:
+    """Estimated peak memory (bytes) of one training step of ``config`` on the CPU.
+
+    ``batch_size`` crops of ``roi_size^3`` voxels, each keeping activations that grow with
+    ``feature_size`` and the output channels of ``scheme``; plus the weights, their gradients and
+    AdamW's two moments (``parameters`` scalars, estimated from the feature size when None) and
+    :data:`TRAIN_BASE_BYTES`. bf16 autocast (``cpu_amp``) keeps the activations in half the bytes.
+    """
+    channels = channel_layout(config.scheme, "compact").num_channels
+    voxels = float(config.batch_size) * float(config.roi_size) ** 3
+    per_voxel = TRAIN_BYTES_PER_VOXEL_CHANNEL * channels + TRAIN_BYTES_PER_VOXEL_FEATURE * config.feature_size
+    if config.cpu_amp:
+        per_voxel *= 0.6
+    if parameters is None:  # Swin-UNETR holds about 27,000 f^2 weights (62 M at 48 features)
+        parameters = 27_000 * config.feature_size ** 2
+    return voxels * per_voxel + 16.0 * parameters + TRAIN_BASE_BYTES
+
+
+def check_training_memory(config: TrainConfig, source: str = "options") -> float | None:
+    """Refuse a CPU run whose estimated memory (:func:`training_memory_bytes`) exceeds what this
+    machine lets the process use, before the kernel kills it without a word.
+
+    Returns the estimate in bytes (None when the run is not on the CPU or the memory is unknown).
+
+    Raises:
+        InsufficientMemoryError: the estimate, the machine's memory, and a CPU-sized alternative.
+    """
+    try:
+        device = select_device(config.device)
+    except ValueError:
+        return None  # the trainer names the bad device
+    limit = host_memory.available_memory_bytes()
+    if device.type != "cpu" or not limit:
+        return None
+    need = training_memory_bytes(config)
+    if need <= 0.8 * limit:
+        return need
+    small = dataclasses.replace(config, **CPU_RECIPE)
+    settings = " ".join(f"--set {k}={v}" for k, v in CPU_RECIPE.items())
+    raise InsufficientMemoryError(
+        f"not enough memory to train ({source}): {config.network} ({config.feature_size} features, batch of {config.batch_size} "
+        f"crops of {config.roi_size}^3 voxels) on the CPU needs about {format_bytes(need)} of memory; this "
+        f"machine allows {format_bytes(limit)}. Train on a GPU (--device cuda), or for a CPU run use {settings} "
+        f"(about {format_bytes(training_memory_bytes(small))})")
+
+
 def load_config_file(path: str | os.PathLike) -> dict:
     """Options from a YAML or JSON file (a mapping of TrainConfig field names)."""
     import yaml
@@ -142,6 +267,12 @@ def resolve_config(options: TrainConfig | Mapping[str, Any] | None, run_dir: Pat
     ``options`` is a :class:`TrainConfig` (every field counts as given) or a mapping of only the
     options the user gave (what the CLI passes), so a resumed run needs no options repeated.
     """
+    config = _resolved(options, run_dir)
+    check_training_memory(config)
+    return config
+
+
+def _resolved(options: TrainConfig | Mapping[str, Any] | None, run_dir: Path) -> TrainConfig:
     given = options.to_dict() if isinstance(options, TrainConfig) else dict(options or {})
     saved_path = run_dir / "config.json"
     if not (run_dir / "checkpoints" / "last.pt").exists() or not saved_path.exists():

@@ -18,10 +18,12 @@ repeated. SIGINT/SIGTERM finish the current step, write ``last.pt`` and exit.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,7 @@ from SwinBOBLib.models.loading import (
 )
 from SwinBOBLib.models.metadata import CheckpointMetadata
 from SwinBOBLib.models.networks import NETWORKS, build_model
+from SwinBOBLib.runtime.locks import folder_lock
 from SwinBOBLib.runtime.progress import ProgressWriter
 from SwinBOBLib.runtime.stop import StopFlag
 from SwinBOBLib.training.augment import training_transforms
@@ -225,13 +228,13 @@ class Trainer:
             return self.run_dir / "checkpoints" / "last.pt"
         training = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                     **dataclasses.asdict(self.state)}
-        path = save_checkpoint(self.run_dir / "checkpoints" / "last.pt", self.model, self.metadata,
-                               extra={"training": training})
+        path = write_checkpoint(self.run_dir / "checkpoints" / "last.pt", self.model, self.metadata,
+                                extra={"training": training})
         self.writer.emit("checkpoint", path=str(path), global_step=self.state.global_step)
         return path
 
     def save_best(self) -> Path:
-        path = save_checkpoint(self.run_dir / "checkpoints" / "best.pt", self.model, self.metadata)
+        path = write_checkpoint(self.run_dir / "checkpoints" / "best.pt", self.model, self.metadata)
         self.writer.emit("checkpoint", path=str(path), best_dice=self.state.best_dice)
         return path
 
@@ -407,7 +410,7 @@ class Trainer:
         summary = {"status": status, "run_dir": str(self.run_dir), "epochs_done": self.state.epoch,
                    "global_step": self.state.global_step, "best_dice": self.state.best_dice,
                    "best_epoch": self.state.best_epoch, "seconds": round(seconds, 2),
-                   "best_checkpoint": str(self.run_dir / "checkpoints" / "best.pt"),
+                   "best_checkpoint": _existing(self.run_dir / "checkpoints" / "best.pt"),
                    "last_checkpoint": str(self.run_dir / "checkpoints" / "last.pt"),
                    "device": str(self.device), "world_size": self.ctx.world_size,
                    "cases": {k: len(v) for k, v in self.splits.items()}, "history": self.state.history[-20:]}
@@ -418,6 +421,28 @@ class Trainer:
             if self.tensorboard is not None:
                 self.tensorboard.close()
         return summary
+
+
+def write_checkpoint(path: Path, model: torch.nn.Module, metadata: CheckpointMetadata, extra=None) -> Path:
+    """:func:`save_checkpoint`, with a failed write (a full disk, a quota) as one OSError naming the
+    file and the space left, not torch's ``RuntimeError: [enforce fail at inline_container.cc]``."""
+    try:
+        return save_checkpoint(path, model, metadata, extra=extra)
+    except (RuntimeError, OSError) as error:
+        if isinstance(error, RuntimeError) and "inline_container" not in str(error) and "write" not in str(error):
+            raise
+        try:
+            free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free there"
+        except OSError:
+            free = "free space unknown"
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise OSError(f"{path}: could not write the checkpoint ({reason}); is the disk full or over quota? "
+                      f"({free}). The previous {path.name}, if any, is unchanged") from None
+
+
+def _existing(path: Path) -> str | None:
+    """``path`` as text when the file exists (a run stopped before validating has no best.pt)."""
+    return str(path) if path.is_file() else None
 
 
 def _progress_bar(enabled: bool, initial: int, total: int):
@@ -472,13 +497,58 @@ def train(config: TrainConfig | Mapping[str, Any] | None, dataset: str | os.Path
         The summary (also RUNDIR/summary.json): status "done" or "stopped", steps, best Dice, paths.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config = resolve_config(config, run_dir)
-    data = load_dataset(dataset, scheme=config.dataset_scheme, allow_outside=config.allow_outside_paths)
-    if int(os.environ.get("RANK", "0")) == 0:
-        _write_json(run_dir / "config.json", config.to_dict())
-    target = progress_file if progress_file is not None else run_dir / "progress.jsonl"
-    with ProgressWriter(target if int(os.environ.get("RANK", "0")) == 0 else None) as writer, \
+    main = int(os.environ.get("RANK", "0")) == 0
+    io.check_output_path(run_dir)
+    with folder_lock(run_dir) if main else contextlib.nullcontext():  # one run per run folder
+        if main:
+            given = config if isinstance(config, Mapping) else dataclasses.asdict(config or TrainConfig())
+            claim_run_folder(run_dir, [dataset, given.get("init_checkpoint")])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config = resolve_config(config, run_dir)
+        data = load_dataset(dataset, scheme=config.dataset_scheme, allow_outside=config.allow_outside_paths)
+        finished = finished_summary(config, run_dir)
+        if finished is not None:  # nothing to do: not one more step, not a byte written
+            return finished
+        if main:
+            _write_json(run_dir / "config.json", config.to_dict())
+        target = progress_file if progress_file is not None else run_dir / "progress.jsonl"
+        return _train_with_progress(config, data, run_dir, target if main else None, dataset, stop)
+
+
+def claim_run_folder(run_dir: Path, inputs) -> None:
+    """``RUNDIR`` must be new, empty or a run folder of ``swinbob train`` (see
+    :func:`~SwinBOBLib.io.files.claim_output_folder`). A run folder of an earlier version (no marker,
+    but its ``checkpoints/last.pt`` and ``config.json``) is taken as one."""
+    legacy = (run_dir / "checkpoints" / "last.pt").is_file() and (run_dir / "config.json").is_file()
+    if legacy and not (run_dir / io.OUTPUT_MARKER).exists():
+        io.write_text_atomic(run_dir / io.OUTPUT_MARKER, json.dumps({"command": "train"}) + "\n")
+    io.claim_output_folder(run_dir, "train", [i for i in inputs if i])
+
+
+def finished_summary(config: TrainConfig, run_dir: Path) -> dict | None:
+    """The summary of a run in ``run_dir`` that already reached ``config``'s end (``max_steps`` or
+    ``epochs``), with ``already_finished`` set; None when there is training left to do."""
+    path = run_dir / "checkpoints" / "last.pt"
+    if not path.is_file():
+        return None
+    obj = read_checkpoint_file(path)
+    training = obj.get("training") if isinstance(obj, Mapping) else None
+    if not isinstance(training, Mapping):
+        return None  # the trainer refuses it with its own message
+    step, epoch = int(training.get("global_step", 0)), int(training.get("epoch", 0))
+    if not ((config.max_steps is not None and step >= config.max_steps) or epoch >= config.epochs):
+        return None
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        summary = {}
+    return {**summary, "status": "done", "already_finished": True, "run_dir": str(run_dir), "global_step": step,
+            "epochs_done": epoch, "best_dice": float(training.get("best_dice", -1.0)),
+            "best_checkpoint": _existing(run_dir / "checkpoints" / "best.pt"), "last_checkpoint": str(path)}
+
+
+def _train_with_progress(config: TrainConfig, data: Dataset, run_dir: Path, target, dataset, stop) -> dict:
+    with ProgressWriter(target, inputs=[dataset]) as writer, \
             (stop if stop is not None else StopFlag()) as flag:
         try:
             return Trainer(config, data, run_dir, writer, flag).run()

@@ -61,7 +61,7 @@ def _case_id(path: Path) -> str:
 
 
 def _csv_inputs(path: Path) -> list[tuple[str, Path]]:
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.DictReader(handle))
     if not rows or "image" not in rows[0]:
         raise ValueError(f"{path}: a batch CSV needs an 'image' column (and optionally 'id')")
@@ -115,6 +115,7 @@ def segment_file(path: Path, outdir: Path, model, metadata, config: InferenceCon
     if found:
         raise FileExistsError(f"{outdir}: holds files SwinBOB did not write ({', '.join(found[:3])}); "
                               "refusing to write over them")
+    ours = [e.name for e in Path(outdir).iterdir()] if Path(outdir).is_dir() else []
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -140,7 +141,7 @@ def segment_file(path: Path, outdir: Path, model, metadata, config: InferenceCon
               "etta": {k: v for k, v in etta_stats.items() if k != "config"} if etta_stats else None,
               "inference": stats, "warnings": messages}
     t0 = time.perf_counter()
-    with io.staged_folder(outdir) as staging:
+    with io.staged_folder(outdir, replaceable=ours) as staging:  # files saved there meanwhile are kept
         written = write_outputs(result, image, staging, output_suffix(path), report, metadata.scheme, preview)
         report["outputs"] = {k: str(Path(outdir) / v.name) for k, v in written.items()}
         report["timings"]["write_s"] = time.perf_counter() - t0

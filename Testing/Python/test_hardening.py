@@ -184,6 +184,7 @@ def test_stale_staging_of_a_killed_run_is_cleaned(checkpoint, tmp_path):
     stale = out / f".swinbob-staging-{int(dead.stdout)}-x1y2"
     stale.mkdir(parents=True)
     (stale / "labels.nii.gz").write_bytes(b"half")
+    os.utime(stale, (time.time() - 2 * io.files.STALE_AFTER_S,) * 2)  # nobody holds its lock, and it is old
     alive = out / f".swinbob-staging-{os.getpid()}-live"  # a run still going keeps its folder
     alive.mkdir()
     (tmp_path / "list.csv").write_text("id,image\none,scan.nii.gz\ntwo,scan.nii.gz\n", encoding="utf-8")

@@ -4,6 +4,7 @@ segmentation node, an entropy volume and an organ table out; Slicer's own file r
 The test bodies live in SwinBOB/SwinBOBModule/selftests.py and also run inside Slicer (SwinBOBTest).
 """
 
+import dataclasses
 import subprocess
 import sys
 
@@ -307,4 +308,8 @@ def test_background_run_loads_what_swinbob_segment_writes(ctx, tmp_path):
 @pytest.mark.skipif(not _segment_supports_progress_json(),
                     reason="`swinbob segment` has no --progress-json option yet (the background path needs it)")
 def test_background_run_of_swinbob_segment(ctx):
-    selftests.check_background_run(ctx)
+    """The self-test's background step; inside Slicer its wait processes the application's events
+    (otherwise Slicer freezes until the job ends)."""
+    ticks = []
+    selftests.check_background_run(dataclasses.replace(ctx, processEvents=lambda: ticks.append(1)))
+    assert ticks, "the wait for the job never let the application process its events"

@@ -1,12 +1,7 @@
-"""SwinBOB/SwinBOB.py imported under slicer-core, with stand-ins for the few application classes
-slicer-core lacks (slicer.ScriptedLoadableModule): the module's Logic is the SwinBOBModule logic
-with Slicer's parameter node, and SwinBOBTest's workflow (a phantom, shared test bodies) runs here
-just as it does in the application."""
-
-import importlib
-import sys
-import types
-import unittest
+"""SwinBOB/SwinBOB.py imported under slicer-core, with the stand-ins of slicer_harness for what only
+the application provides (slicer.ScriptedLoadableModule, slicer.app, ...): the module's Logic is the
+SwinBOBModule logic with Slicer's parameter node, and SwinBOBTest's workflow (a phantom, shared test
+bodies) runs here just as it does in the application."""
 
 import pytest
 
@@ -15,39 +10,11 @@ slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip
 import slicer_harness  # noqa: E402
 
 
-class _Logic:
-    """What SwinBOB uses of Slicer's ScriptedLoadableModuleLogic: a singleton parameter node."""
-
-    def __init__(self, parent=None):
-        self.moduleName = type(self).__name__.replace("Logic", "")
-
-    def getParameterNode(self):
-        node = slicer.mrmlScene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
-        if node is None:
-            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScriptedModuleNode")
-            node.SetSingletonTag(self.moduleName)
-            node.SetModuleName(self.moduleName)
-        return node
-
-
-class _Test(unittest.TestCase):
-    def delayDisplay(self, message, msec=None):
-        self.messages = getattr(self, "messages", []) + [message]
-
-
 @pytest.fixture()
-def module(monkeypatch):
-    stand_in = types.ModuleType("slicer.ScriptedLoadableModule")
-    stand_in.ScriptedLoadableModule = type("ScriptedLoadableModule", (), {"__init__": lambda self, parent: None})
-    stand_in.ScriptedLoadableModuleWidget = type("ScriptedLoadableModuleWidget", (), {})
-    stand_in.ScriptedLoadableModuleLogic = _Logic
-    stand_in.ScriptedLoadableModuleTest = _Test
-    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", stand_in)
-    monkeypatch.syspath_prepend(str(slicer_harness.MODULE_DIR))
+def module():
     core = slicer_harness.start_slicer_core()
-    sys.modules.pop("SwinBOB", None)
-    yield importlib.import_module("SwinBOB")
-    sys.modules.pop("SwinBOB", None)
+    with slicer_harness.standInApplication(core) as app:
+        yield app._execModule()
     core.close()
 
 
@@ -55,7 +22,8 @@ def test_module_logic_is_the_public_logic_with_a_parameter_node(module):
     from SwinBOBModule import logic, parameters
 
     instance = module.SwinBOBLogic()
-    assert isinstance(instance, logic.SwinBOBLogic) and isinstance(instance, _Logic)
+    assert isinstance(instance, logic.SwinBOBLogic)
+    assert isinstance(instance, slicer.ScriptedLoadableModule.ScriptedLoadableModuleLogic)
     params = parameters.wrapParameterNode(instance.getParameterNode())
     params.ettaSteps = 4
     assert parameters.wrapParameterNode(module.SwinBOBLogic().getParameterNode()).ettaSteps == 4

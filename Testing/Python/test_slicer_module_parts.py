@@ -223,9 +223,9 @@ class FakeTorchLogic:
 def _installer(installed, answer=True, torchLogic=None):
     questions, pip = [], []
 
-    def pip_install(text):
-        pip.append(text)
-        installed.update(n for n, r in dependencies.PIP_REQUIREMENTS if r in text.split())
+    def pip_install(arguments):
+        pip.append(arguments)
+        installed.update(n for n, r in dependencies.PIP_REQUIREMENTS if r in arguments)
 
     installer = dependencies.DependencyInstaller(
         confirm=lambda q: questions.append(q) or answer, pipInstall=pip_install,
@@ -247,7 +247,9 @@ def test_missing_packages_are_installed_after_one_question():
     assert len(questions) == 1
     assert "torch (through the PyTorch extension)" in questions[0] and "monai>=1.4" in questions[0]
     assert torch.calls == [(False, dependencies.TORCH_REQUIREMENT)]
-    assert pip == ["monai>=1.4 einops>=0.7 nibabel>=5.0 numba>=0.59 matplotlib>=3.7 psutil>=5.9"]
+    assert len(pip) == 1 and pip[0][:-2] == ["monai>=1.4", "einops>=0.7", "nibabel>=5.0", "numba>=0.59",
+                                             "matplotlib>=3.7", "psutil>=5.9"]
+    assert pip[0][-2] == "-c"  # torch held at the installed version (a constraints file, removed after)
     assert installer.ready()
 
 
@@ -306,10 +308,10 @@ def test_plain_parameter_node_takes_vector_volumes_and_refuses_out_of_range_numb
         params.entropyOpacity = 1.5
 
 
-def _failing_pip(text):
+def _failing_pip(arguments):
     import subprocess
 
-    raise subprocess.CalledProcessError(1, ["PythonSlicer", "-m", "pip", "install", *text.split()])
+    raise subprocess.CalledProcessError(1, ["PythonSlicer", "-m", "pip", "install", *arguments])
 
 
 def test_a_failed_pip_install_is_a_message_not_a_traceback():
@@ -350,7 +352,8 @@ def test_a_too_old_torch_is_offered_an_upgrade():
     questions = []
     installer = dependencies.DependencyInstaller(
         confirm=lambda q: questions.append(q) or True, pipInstall=lambda t: None, torchLogicFactory=Upgrading,
-        isImportable=lambda name: name in installed, log=lambda m: None, torchVersion=lambda: version[0])
+        isImportable=lambda name: name in installed, log=lambda m: None, torchVersion=lambda: version[0],
+        torchLoaded=lambda: False)  # not imported yet in this session (else: test_slicer_lifecycle's torch_upgrade)
     assert installer.torchTooOld() == "2.1.2+cu118" and not installer.ready()
     assert installer.ensure()
     assert "upgrade from 2.1.2+cu118" in questions[0] and Upgrading.calls == [dependencies.TORCH_REQUIREMENT]

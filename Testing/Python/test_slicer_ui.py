@@ -127,6 +127,10 @@ def test_node_selectors_accept_the_right_node_types(tree):
         parameter = spec[props["SlicerParameterName"].find("string").text]
         assert types and all(t.startswith("vtkMRML") for t in types)
         assert types == list(parameter.nodeTypes), (widget.get("name"), types)
+        # widget.py sets showChildNodeTypes from the parameter; a value in the .ui must not contradict it
+        if "showChildNodeTypes" in props:
+            shown = props["showChildNodeTypes"].find("bool").text == "true"
+            assert shown == parameter.childTypes, widget.get("name")
     receivers = {c.find("receiver").text for c in tree.iter("connection")
                  if c.find("slot").text == "setMRMLScene(vtkMRMLScene*)"}
     selectors = {w.get("name") for w in tree.iter("widget") if w.get("class") == "qMRMLNodeComboBox"}
