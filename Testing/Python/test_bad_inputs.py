@@ -23,29 +23,22 @@ from SwinBOBLib.inference import memory as inference_memory
 from SwinBOBLib.io import datasets, writers
 from SwinBOBLib.io import memory as host_memory
 from SwinBOBLib.io.itk import itk_affine
-from SwinBOBLib.models.loading import save_checkpoint
 from SwinBOBLib.models.metadata import CheckpointMetadata
 from SwinBOBLib.models.networks import build_model
 from SwinBOBLib.solf import bounds as solf_bounds
 from SwinBOBLib.training import config as train_config
+
+import tiny  # Testing/Python: the tiny model and scan the command-line tests share
 
 postprocess_module = importlib.import_module("SwinBOBLib.inference.postprocess")  # the package re-exports its function
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, build_model(feature_size=12, in_channels=1),
-                    CheckpointMetadata(feature_size=12, roi_size=32, contrasts=("in_phase",)))
-    return path
+    return tiny.checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 
-def body(shape=(20, 18, 16), seed=0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    array = np.zeros(shape, np.float32)
-    array[3:-3, 3:-3, 2:-2] = 100
-    return array + rng.normal(0, 3, shape).astype(np.float32)
+body = tiny.body_array
 
 
 def segment(scan, out, checkpoint, *extra):

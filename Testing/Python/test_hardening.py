@@ -18,9 +18,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
-from SwinBOBLib import io, phantom
+from SwinBOBLib import io
 from SwinBOBLib.cli import main
 from SwinBOBLib.evaluation import benchmark
 from SwinBOBLib.io import readers, writers
@@ -28,24 +27,18 @@ from SwinBOBLib.models.loading import save_checkpoint
 from SwinBOBLib.models.metadata import CheckpointMetadata
 from SwinBOBLib.models.networks import build_model
 
+import tiny  # Testing/Python: the tiny model and scan the command-line tests share
+
 REPO = Path(__file__).resolve().parents[2]
 MR = "example_mr_sm.nii.gz"
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, build_model(feature_size=12, in_channels=1),
-                    CheckpointMetadata(feature_size=12, roi_size=32, contrasts=("in_phase",)))
-    return path
+    return tiny.checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 
-def body(shape=(20, 18, 16), seed=0):
-    rng = np.random.default_rng(seed)
-    array = np.zeros(shape, np.float32)
-    array[3:-3, 3:-3, 2:-2] = 100
-    return io.Image(array + rng.normal(0, 3, shape).astype(np.float32), np.diag([-2.0, -2.0, 3.0, 1.0]))
+body = tiny.body
 
 
 def segment(*args, checkpoint):

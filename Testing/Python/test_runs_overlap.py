@@ -17,14 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from SwinBOBLib import io, phantom
 from SwinBOBLib.cli import main
-from SwinBOBLib.models.loading import save_checkpoint
-from SwinBOBLib.models.metadata import CheckpointMetadata
-from SwinBOBLib.models.networks import build_model
 from SwinBOBLib.runtime.locks import FolderBusyError, folder_lock, lock_path
+
+import tiny  # Testing/Python: the tiny model and scan the command-line tests share
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_TRAIN = ["--feature-size", "12", "--roi-size", "32", "--batch-size", "1", "--crops-per-volume", "1",
@@ -33,11 +31,7 @@ TINY_TRAIN = ["--feature-size", "12", "--roi-size", "32", "--batch-size", "1", "
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, build_model(feature_size=12, in_channels=1),
-                    CheckpointMetadata(feature_size=12, roi_size=32, contrasts=("in_phase",)))
-    return path
+    return tiny.checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +58,7 @@ def cohort(tmp_path_factory):
     return root
 
 
-def body(shape=(20, 18, 16), seed=0):
-    rng = np.random.default_rng(seed)
-    array = np.zeros(shape, np.float32)
-    array[3:-3, 3:-3, 2:-2] = 100
-    return io.Image(array + rng.normal(0, 3, shape).astype(np.float32), np.diag([-2.0, -2.0, 3.0, 1.0]))
+body = tiny.body
 
 
 def segment_args(*args, checkpoint):
