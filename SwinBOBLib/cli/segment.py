@@ -136,7 +136,7 @@ def register(subparsers) -> None:
         description="Segment a scan (or a folder / CSV of scans) into the 71 UKBOB structures. Writes "
                     "labels, entropy, organs.csv, report.json and preview.png into OUTDIR "
                     "(OUTDIR/<case> for several scans, or when OUTDIR holds files SwinBOB did not write, such "
-                    "as the scan itself). A case is written into a hidden staging folder and moved into place "
+                    "as the scan itself, or another scan's result). A case is written into a hidden staging folder and moved into place "
                     "whole; nothing is ever written over an input or a user's files, and one run at a time writes into "
                     "OUTDIR (a second is refused, naming the first).")
     p.add_argument("image", help="scan file, DICOM folder, folder of scans, or CSV with an 'image' "

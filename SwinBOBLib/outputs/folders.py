@@ -6,6 +6,7 @@ refused (or a subfolder used).
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -74,8 +75,9 @@ def case_folder(outdir: Path, case: str, path: Path, batch: bool) -> Path:
     """The folder one case's outputs go to: OUTDIR (one scan) or OUTDIR/<case> (batch).
 
     One scan whose OUTDIR holds other files (the input itself, a user's ``report.json``, a DICOM
-    series) goes to OUTDIR/<case> instead, with a note on stderr; nothing is ever written over
-    them.
+    series) or the result of another scan goes to OUTDIR/<case> instead, with a note on stderr:
+    nothing is ever written over a user's files, and one scan's result never replaces another's
+    (a re-run of the same scan replaces its own).
 
     Raises:
         FileExistsError: the chosen folder holds files SwinBOB did not write.
@@ -83,12 +85,14 @@ def case_folder(outdir: Path, case: str, path: Path, batch: bool) -> Path:
     outdir = Path(outdir)
     target = outdir / io.safe_name(case, "case id") if batch else outdir
     found = foreign_files(target, [path])
-    if found and not batch:
+    other = None if batch or found else result_of_another_scan(target, path)
+    if (found or other) and not batch:
         sub = outdir / io.safe_name(case, "case id")
         found_in_sub = foreign_files(sub, [path])
         if not found_in_sub:
-            print(f"note: {outdir} holds files SwinBOB did not write ({', '.join(found[:3])}); writing the "
-                  f"outputs into {sub} instead", file=sys.stderr)
+            why = (f"the result of another scan ({other})" if other else
+                   f"files SwinBOB did not write ({', '.join(found[:3])})")
+            print(f"note: {outdir} holds {why}; writing the outputs into {sub} instead", file=sys.stderr)
             return sub
         target, found = sub, found_in_sub
     if found:
@@ -98,6 +102,20 @@ def case_folder(outdir: Path, case: str, path: Path, batch: bool) -> Path:
     if not io.inside(target, outdir):
         raise ValueError(f"{target}: is outside the output folder {outdir}")
     return target
+
+
+def result_of_another_scan(folder: Path, path: Path) -> str | None:
+    """The input ``folder``'s ``report.json`` records when that is not ``path``; None when the folder
+    holds no result, or this scan's own."""
+    try:
+        recorded = json.loads((Path(folder) / "report.json").read_text(encoding="utf-8"))["input"]["path"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    try:
+        same = Path(recorded).resolve() == Path(path).resolve() or os.path.samefile(recorded, path)
+    except (OSError, TypeError):
+        same = False
+    return None if same else str(recorded)
 
 
 def write_outputs(result: Segmentation, image: io.Image, outdir: Path, suffix: str, report: dict,

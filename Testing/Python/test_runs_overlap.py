@@ -306,8 +306,28 @@ def test_two_segment_runs_started_together_into_one_folder(checkpoint, tmp_path)
     if codes == [0, 1]:
         refused = next(err for code, _, err in results if code == 1)
         assert "another swinbob run is writing there (pid" in refused and "Traceback" not in refused
-    else:  # one after the other: the second replaced the first's outputs, both said so
+    else:  # one after the other: the second went into out/<case>, beside the first
         assert all("wrote 1 of 1" in out for _, out, _ in results)
+        assert _recorded_inputs(out) == {str(s) for s in scans}
+
+
+def _recorded_inputs(out: Path) -> set[str]:
+    return {json.loads(r.read_text(encoding="utf-8"))["input"]["path"] for r in out.rglob("report.json")}
+
+
+def test_a_second_scan_segmented_into_the_same_folder_keeps_the_first_result(checkpoint, tmp_path, capsys):
+    scans = [io.save_image(body(seed=i), tmp_path / f"scan{i}.nii.gz") for i in range(2)]
+    out = tmp_path / "out"
+    assert main(segment_args(scans[0], "-o", out, checkpoint=checkpoint)) == 0
+    first = digest(out / "labels.nii.gz")
+    assert main(segment_args(scans[1], "-o", out, checkpoint=checkpoint)) == 0
+    assert "holds the result of another scan" in capsys.readouterr().err
+    assert digest(out / "labels.nii.gz") == first and (out / "scan1" / "labels.nii.gz").is_file()
+    assert _recorded_inputs(out) == {str(s) for s in scans}
+    capsys.readouterr()
+    assert main(segment_args(scans[1], "-o", out / "scan1", checkpoint=checkpoint)) == 0  # a re-run replaces its own
+    assert "note:" not in capsys.readouterr().err and not (out / "scan1" / "scan1").exists()
+    assert digest(out / "labels.nii.gz") == first
 
 
 # ----------------------------------------------------------------------------- 9. and 15-16: train
