@@ -37,7 +37,6 @@ def read_dicom_series(folder: Path, series_uid: str | None) -> Image:
         raise ImageFormatError(f"{folder}: no DICOM series {series_uid}; found {', '.join(series)}")
     names = reader.GetGDCMSeriesFileNames(str(folder), series_uid)
     reader.SetFileNames(names)
-    reader.MetaDataDictionaryArrayUpdateOn()  # per-slice positions, for the gap check below
     try:
         img = reader.Execute()
     except MemoryError:
@@ -47,21 +46,31 @@ def read_dicom_series(folder: Path, series_uid: str | None) -> Image:
         raise ImageFormatError(f"{folder}: cannot read DICOM series {series_uid}: {error}") from error
     if img.GetDimension() < 3 or img.GetSize()[2] < 2:
         raise ImageFormatError(f"{folder}: DICOM series {series_uid} has a single slice; need a 3D volume")
-    check_slice_spacing(_slice_positions(reader, len(names)), img.GetDirection(), names,
+    check_slice_spacing(_slice_positions(names), img.GetDirection(), names,
                         f"{folder}: DICOM series {series_uid}")
     return Image(itk_array(img), itk_affine(img), folder, metadata={"series_uid": series_uid})
 
 
-def _slice_positions(reader, count: int) -> np.ndarray | None:
-    """``(N, 3)`` ImagePositionPatient of each slice (LPS mm), or None when a slice lacks it."""
+def _slice_positions(names: Sequence[str]) -> np.ndarray | None:
+    """``(N, 3)`` origin of each slice file (LPS mm), read from its header, or None when one is unreadable.
+
+    Each file's own header is read (GDCM finds Image Position (Patient) at the top level of a
+    classic image and in the per-frame functional groups of an enhanced one); the series reader's
+    metadata dictionaries are not used: they hold only top-level tags, and not reliably.
+    """
+    import SimpleITK as sitk
+
     positions = []
-    for index in range(count):
-        if not reader.HasMetaDataKey(index, "0020|0032"):
-            return None
+    for name in names:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(name))
         try:
-            positions.append([float(v) for v in reader.GetMetaData(index, "0020|0032").split("\\")[:3]])
-        except ValueError:
+            reader.ReadImageInformation()
+        except RuntimeError:
             return None
+        if len(reader.GetOrigin()) < 3:
+            return None
+        positions.append(reader.GetOrigin()[:3])
     return np.asarray(positions, dtype=np.float64)
 
 

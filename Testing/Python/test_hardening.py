@@ -17,6 +17,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 
 from SwinBOBLib import io
@@ -294,7 +295,7 @@ def test_benchmark_progress_and_a_stopped_run_marked_partial(checkpoint, tmp_pat
 
 def test_dicom_series_with_a_missing_slice_is_refused_with_its_position(checkpoint, tmp_path, capsys):
     series = tmp_path / "series"
-    io.save_image(body(), series)
+    io.save_image(body(), series)  # float voxels: GDCM writes Enhanced MR (positions in functional groups)
     (series / "slice_0007.dcm").unlink()
     with pytest.raises(io.ImageFormatError, match=r"slices 7 and 8 of 15 \(slice_0006\.dcm and slice_0008\.dcm\) "
                                                   r"are 6 mm apart where the series' spacing is 3 mm"):
@@ -303,6 +304,16 @@ def test_dicom_series_with_a_missing_slice_is_refused_with_its_position(checkpoi
     assert segment(series, "-o", out, checkpoint=checkpoint) == 1
     assert "a slice is missing" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_an_integer_dicom_series_with_a_missing_slice_is_refused(tmp_path):
+    series = tmp_path / "series"
+    image = body()
+    io.save_image(io.Image(np.round(image.array).astype(np.int16), image.affine), series)  # classic MR Image
+    assert pydicom.dcmread(series / "slice_0000.dcm").SOPClassUID == "1.2.840.10008.5.1.4.1.1.4"
+    (series / "slice_0003.dcm").unlink()
+    with pytest.raises(io.ImageFormatError, match=r"slices 3 and 4 of 15 .* 6 mm apart"):
+        io.load_image(series)
 
 
 def test_a_complete_dicom_series_still_reads(tmp_path):
