@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.swinbob-installed
 # The CPU build of this exact version lies on disk on our machines; an unpinned torch would pull GBs of CUDA wheels.
 TORCH_PIN ?= torch==2.13.0
-EXTRAS ?= test,train,distributed,slicer
+EXTRAS ?= test,train,distributed,slicer,dicom,web
 DEMO_OUT ?= demo-output
 
 .PHONY: demo test venv clean docs-pictures

@@ -258,6 +258,9 @@ class SwinBOBTest(ScriptedLoadableModuleTest):
                       selftests.check_storage_roundtrip):
             check(ctx, result)
         selftests.check_solf_verdicts(ctx, result, bounds)
+        defaultBounds = os.path.join(os.path.dirname(__file__), "Resources", "SOLF", "default_bounds.json")
+        if os.path.exists(defaultBounds):
+            selftests.check_slab_verdicts_match_solf_csv(ctx, defaultBounds)
         self.delayDisplay("Segmenting in a background process")
         selftests.check_background_run(ctx)
         self.delayDisplay("Test passed")

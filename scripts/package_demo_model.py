@@ -1,6 +1,10 @@
 """Package a trained run as the bundled demo model (Resources/Models/swinbob_demo.pt).
 
     python scripts/package_demo_model.py RUNDIR/checkpoints/best.pt [OUTPUT]
+    python scripts/package_demo_model.py demo-train/xsec-part1/checkpoints/best.pt \
+        scripts/parts/swinbob_demo_xsec_part1.pt --design xsec
+        (the cross-section design: the weights a session's part ends with, which the next part
+        starts from on a machine without the run folder)
 
 Stores the weights in float16 (they load into a float32 model; half the file) and writes into the
 checkpoint's metadata what the model is, so every output it produces says so: its name, that it is a
@@ -10,6 +14,7 @@ docs/training.md.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import sys
@@ -29,17 +34,30 @@ DESCRIPTION = ("small demo model (SegResNet, 6 x 6 x 4 mm) trained on a CPU on i
 CONFIGS = ["Resources/Models/swinbob_demo.yaml", "Resources/Models/swinbob_demo_stage2.yaml",
            "Resources/Models/swinbob_demo_stage3.yaml"]
 
+#: The cross-section design (DESIGN=xsec): one config, run in parts, each from the previous part's weights.
+XSEC_CONFIG = "Resources/Models/swinbob_demo_xsec.yaml"
+XSEC_DESCRIPTION = ("small demo model (SegResNet whose windows span the whole axial cross-section, 6 x 6 x 4 mm) "
+                    "trained on a CPU on images synthesised from label maps (phantoms + one real CT's labels, "
+                    "its unlabelled body as a partial label); not Swin-BOB, not for clinical use")
+DATA = {"stages": "16 synthetic phantoms (14 train, 2 val) + the real CT label maps of Testing/Data "
+                  "(TotalSegmentator total, remapped to UKBOB); never the MR sample",
+        "xsec": "40 synthetic phantoms (35 train, 5 val) + the real CT label maps of Testing/Data "
+                "(TotalSegmentator total, remapped to UKBOB); never the MR sample"}
+
 
 def _read(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
 def main(argv: list[str]) -> int:
-    if not argv:
-        print(__doc__)
-        return 2
-    source = Path(argv[0])
-    target = Path(argv[1]) if len(argv) > 1 else REPO / "Resources" / "Models" / "swinbob_demo.pt"
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", type=Path, help="RUNDIR/checkpoints/best.pt")
+    parser.add_argument("target", type=Path, nargs="?", default=REPO / "Resources" / "Models" / "swinbob_demo.pt")
+    parser.add_argument("--design", choices=("stages", "xsec"), default="stages",
+                        help="which recipe made it (scripts/train_demo_model.sh; default stages)")
+    args = parser.parse_args(argv)
+    source, target = args.source, args.target
+    configs_of_design = CONFIGS if args.design == "stages" else [XSEC_CONFIG] * 99
     model, metadata = load_checkpoint(source)
     run = source.parent.parent
     summary = _read(run / "summary.json")
@@ -47,14 +65,14 @@ def main(argv: list[str]) -> int:
     # Walk back the --init-checkpoint chain (stage 3 <- stage 2 <- stage 1); a path is relative to
     # where training ran: try it as written and beside the run.
     runs = [run]
-    while len(runs) < len(CONFIGS) and (start := _read(runs[-1] / "config.json").get("init_checkpoint")):
+    while len(runs) < len(configs_of_design) and (start := _read(runs[-1] / "config.json").get("init_checkpoint")):
         start = Path(start).parent.parent
         previous = next((r for r in (start, runs[-1].parent / start) if (r / "config.json").exists()), None)
         if previous is None:
             break
         runs.append(previous)
     runs.reverse()
-    configs = CONFIGS[:len(runs)]
+    configs = configs_of_design[:len(runs)]
     for number, earlier in enumerate(runs[:-1], start=1):
         stage_summary = _read(earlier / "summary.json")
         training[f"stage{number}_global_step"] = stage_summary.get("global_step")
@@ -62,9 +80,10 @@ def main(argv: list[str]) -> int:
     training.update({"config": " then ".join(configs), "recipe": "scripts/train_demo_model.sh",
                      "global_step": summary.get("global_step"), "best_epoch": summary.get("best_epoch"),
                      "best_synthetic_val_dice": summary.get("best_dice"),
-                     "data": "16 synthetic phantoms (14 train, 2 val) + the real CT label maps of Testing/Data "
-                             "(TotalSegmentator total, remapped to UKBOB); never the MR sample"})
-    metadata = dataclasses.replace(metadata, name=NAME, description=DESCRIPTION, demo=True, training=training)
+                     "data": DATA[args.design]})
+    description = DESCRIPTION if args.design == "stages" else XSEC_DESCRIPTION
+    metadata = dataclasses.replace(metadata, name=NAME, description=description, demo=True, training=training)
+    target.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(target, model.half(), metadata)
     print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB)")
     return 0

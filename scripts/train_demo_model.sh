@@ -6,16 +6,22 @@
 # labels are never used: they are the zero-shot test. Resumable: run the same command again.
 #
 #   scripts/train_demo_model.sh [WORKDIR]      (default: demo-train/)
+#   DESIGN=xsec scripts/train_demo_model.sh [WORKDIR]
+#       the cross-section design (Resources/Models/swinbob_demo_xsec.yaml): 40 phantoms (36 train,
+#       5 synthetic validation); PARTS=N runs parts 1..N (WORKDIR/xsec-partK), one per session.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-demo-train}
 swinbob=${SWINBOB:-swinbob}
 samples="$here/Testing/Data/totalsegmentator-samples"
+design=${DESIGN:-stages}
 data="$work/data"
+[ "$design" = xsec ] && data="$work/data-xsec"
+phantoms=16; [ "$design" = xsec ] && phantoms=40
 mkdir -p "$data/ct"
 
 # 1. Phantoms (fixed seeds): their label maps; their simulated images only split unlabelled tissue.
-[ -f "$data/phantoms/dataset.json" ] || "$swinbob" phantom -o "$data/phantoms" --n 16 --size small --seed 100
+[ -f "$data/phantoms/dataset.json" ] || "$swinbob" phantom -o "$data/phantoms" --n "$phantoms" --size small --seed 100
 
 # 2. The real CT's TotalSegmentator label maps, remapped to UKBOB (images kept for the tissue split).
 for pair in "example_ct:example_seg_fast_force_split" "example_ct_sm:example_seg"; do
@@ -28,13 +34,32 @@ done
 #    training crops come from it); two phantoms are the (synthetic) validation set.
 {
   echo "id,image,label,subject,split"
-  for i in $(seq 0 15); do
-    c=$(printf "case_%04d" "$i"); split=train; [ "$i" -ge 14 ] && split=val
+  for i in $(seq 0 $((phantoms - 1))); do
+    c=$(printf "case_%04d" "$i"); split=train; [ "$i" -ge $((phantoms * 7 / 8)) ] && split=val
     echo "$c,phantoms/imagesTr/$c.nii.gz,phantoms/labelsTr/$c.nii.gz,$c,$split"
   done
-  for r in 1 2 3 4 5 6 7 8 9 10; do echo "ct_full_$r,ct/example_ct.nii.gz,ct/example_seg_fast_force_split.ukbob.nii.gz,ct,train"; done
-  for r in 1 2 3 4; do echo "ct_slab_$r,ct/example_ct_sm.nii.gz,ct/example_seg.ukbob.nii.gz,ct,train"; done
+  for r in $(seq 1 $((phantoms * 5 / 8))); do echo "ct_full_$r,ct/example_ct.nii.gz,ct/example_seg_fast_force_split.ukbob.nii.gz,ct,train"; done
+  for r in $(seq 1 $((phantoms / 4))); do echo "ct_slab_$r,ct/example_ct_sm.nii.gz,ct/example_seg.ukbob.nii.gz,ct,train"; done
 } > "$data/cases.csv"
+
+if [ "$design" = xsec ]; then
+  # Parts of one session each (about 6,000 steps): part 1 from scratch, part k from part k-1's best
+  # weights, each its own cosine cycle (a warm restart) with its own seed. PARTS=k runs parts 1..k;
+  # each resumes when run again, and a finished part is not run again. Part k-1's weights come from
+  # its run folder, or, on a machine without it, from the float16 copy committed at the end of its
+  # session (scripts/parts/, scripts/package_demo_model.py --design xsec).
+  for part in $(seq 1 "${PARTS:-1}"); do
+    init=()
+    if [ "$part" -gt 1 ]; then
+      previous="$work/xsec-part$((part - 1))/checkpoints/best.pt"
+      [ -f "$previous" ] || previous="$here/scripts/parts/swinbob_demo_xsec_part$((part - 1)).pt"
+      init=(--init-checkpoint "$previous")
+    fi
+    "$swinbob" train --dataset "$data/cases.csv" --dataset-scheme ukbob -o "$work/xsec-part$part" \
+      --config "$here/Resources/Models/swinbob_demo_xsec.yaml" --set seed="$((part - 1))" "${init[@]}" "${@:2}"
+  done
+  exit 0
+fi
 
 # 4. Stage 1 (CPU, 2 cores: about 1 h 50 min for the committed max_steps; resumable): the unlabelled
 #    body of the CT label maps is left out of the loss.

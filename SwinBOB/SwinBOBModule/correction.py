@@ -14,7 +14,9 @@ a UKBOB label map, saved into a dataset folder that ``swinbob train`` and ``swin
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import shutil
 from datetime import datetime, timezone
@@ -27,7 +29,10 @@ from SwinBOBLib import labels as swinbob_labels
 from SwinBOBLib.evaluation import metrics
 
 #: Columns of the agreement rows (automatic vs corrected, one row per structure in either).
-AGREEMENT_COLUMNS = ("label", "structure", "voxels_automatic", "voxels_corrected", "dice", "hd95_mm")
+AGREEMENT_COLUMNS = ("label", "structure", "voxels_automatic", "voxels_corrected", "volume_change_ml", "dice",
+                     "hd95_mm")
+#: Columns of ``DATASET/agreement.csv``: one row per corrected case and structure.
+AGREEMENT_TABLE_COLUMNS = ("case", "reviewer", "time", *AGREEMENT_COLUMNS)
 
 
 def sha256(path) -> str:
@@ -101,7 +106,8 @@ def ukbobLabelmapFromSegmentation(segmentationNode, referenceVolumeNode, scene,
 
 
 def agreementRows(automatic: np.ndarray, corrected: np.ndarray, spacing, scheme: str = "ukbob") -> list[dict]:
-    """Per structure present in either map: voxel counts, Dice and HD95 (mm) of automatic vs corrected.
+    """Per structure present in either map: voxel counts, volume change (ml, corrected minus
+    automatic), Dice and HD95 (mm) of automatic vs corrected.
 
     Args:
         automatic, corrected: ``(I, J, K)`` label maps on one grid.
@@ -120,8 +126,10 @@ def agreementRows(automatic: np.ndarray, corrected: np.ndarray, spacing, scheme:
             name = structures.name_of(int(value))
         except KeyError:
             name = f"label_{value}"
+        voxelMl = float(np.prod(spacing)) / 1000.0
         rows.append({"label": int(value), "structure": name, "voxels_automatic": int(a.sum()),
-                     "voxels_corrected": int(c.sum()), "dice": float(metrics.dice(a, c)),
+                     "voxels_corrected": int(c.sum()), "volume_change_ml": (int(c.sum()) - int(a.sum())) * voxelMl,
+                     "dice": float(metrics.dice(a, c)),
                      "hd95_mm": float(metrics.hausdorff(a, c, spacing, percentile=95))})
     return rows
 
@@ -160,6 +168,23 @@ def updateDatasetJson(datasetDir, imageEntry: str, labelEntry: str, channelNames
         [{"image": imageEntry, "label": labelEntry}]
     data["numTraining"] = len(data["training"])
     return swinbob_io.write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def updateAgreementTable(datasetDir, record: dict) -> Path:
+    """``DATASETDIR/agreement.csv``: the agreement rows of every corrected case (columns
+    :data:`AGREEMENT_TABLE_COLUMNS`), this case's rows replacing its earlier ones; atomic."""
+    path = Path(datasetDir) / "agreement.csv"
+    rows = []
+    if path.exists():
+        with open(path, newline="", encoding="utf-8") as stream:
+            rows = [row for row in csv.DictReader(stream) if row.get("case") != record["case"]]
+    rows += [{"case": record["case"], "reviewer": record["reviewer"], "time": record["time"], **row}
+             for row in record["agreement"]]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=AGREEMENT_TABLE_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return swinbob_io.write_text_atomic(path, buffer.getvalue())
 
 
 def checkCaseId(caseId: str) -> str:
@@ -215,6 +240,9 @@ def saveCorrection(corrected: swinbob_io.Image, datasetDir, caseId: str, sourceI
         (root / "imagesTr").mkdir(parents=True, exist_ok=True)
         shutil.copy2(sourceImagePath, root / imageName)
     labelName = f"labelsTr/{caseId}.nii.gz"
+    if sourceLabelPath and (root / labelName).resolve() == Path(sourceLabelPath).resolve():
+        raise ValueError(f"{root / labelName} is the automatic label the correction started from; choose "
+                         "another dataset folder (a correction never replaces the automatic label)")
     swinbob_io.save_labelmap(array, source, root / labelName, scheme=scheme)
     if automatic is None and sourceLabelPath:
         automatic = swinbob_io.load_labelmap(sourceLabelPath).array
@@ -228,6 +256,7 @@ def saveCorrection(corrected: swinbob_io.Image, datasetDir, caseId: str, sourceI
         "agreement": agreementRows(automatic, array, spacingOf(source.affine), scheme) if automatic is not None else [],
     }
     swinbob_io.write_text_atomic(root / "provenance" / f"{caseId}.json", json.dumps(record, indent=1) + "\n")
+    updateAgreementTable(root, record)
     updateDatasetJson(root, f"./{imageName}", f"./{labelName}", source.channel_names, scheme)
     return record
 

@@ -30,7 +30,7 @@ import slicer
 
 from SwinBOBLib import io as swinbob_io
 
-from . import jobs, nodes, resource_path
+from . import jobs, nodes, resource_path, samples
 from .parameters import SegmentationOptions, parameterNamed, selectableNodes
 
 #: Bundled files (Resources/...) used when no path is given.
@@ -38,10 +38,9 @@ DEMO_CHECKPOINT = ("Models", "swinbob_demo.pt")
 DEFAULT_BOUNDS = ("SOLF", "default_bounds.json")
 #: Opacity of the entropy map over the scan, and of the other segments while one is highlighted.
 ENTROPY_OPACITY = 0.45
-DIMMED_OPACITY = 0.15
-
+DIMMED_OPACITY = samples.DIMMED_OPACITY
 VERDICT_OK, VERDICT_ONE_OUT, VERDICT_INACCURATE, VERDICT_NO_BOUNDS = (
-    "ok", "1 out of range", "inaccurate", "no bounds")
+    samples.VERDICT_OK, samples.VERDICT_ONE_OUT, samples.VERDICT_INACCURATE, samples.VERDICT_NO_BOUNDS)
 
 
 @dataclass
@@ -329,7 +328,7 @@ class SwinBOBLogic:
 
             rows = organ_rows(labels.array, entropy.array, reference.spacing, scheme, structures)
         tableNode = scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(f"{base} organs"))
-        messages = self.fillOrganTable(tableNode, rows, boundsPath, stats, scheme=scheme)
+        messages = self.fillOrganTable(tableNode, rows, boundsPath, stats, scheme=scheme, labels=labels)
         nodes.placeBesideInput(inputNode, [segmentationNode, entropyNode, tableNode])
         nodes.applyInputTransform(inputNode, [segmentationNode, entropyNode])
         result = SegmentationResult(segmentationNode, entropyNode, tableNode, inputNode, stats, messages, scheme,
@@ -341,8 +340,12 @@ class SwinBOBLogic:
     # ----------------------------------------------------------------- organ table
 
     def fillOrganTable(self, tableNode, rows, boundsPath: str | None, stats: dict | None = None,
-                       scheme: str = "ukbob") -> list[str]:
+                       scheme: str = "ukbob", labels=None) -> list[str]:
         """Fill ``tableNode`` with one row per present structure and its SOLF verdict.
+
+        With the scan's ``labels`` (a SwinBOBLib Image), a structure is judged only on the features
+        that compare with the bounds' cohort, as ``solf.csv`` of ``swinbob demo``: "not comparable"
+        (with the reason in ``out_of_range``) where fewer than two do.
 
         ``scheme`` is the label scheme of the rows; bounds fitted on another scheme give no
         verdicts (a label value means another structure there), with a message.
@@ -352,7 +355,7 @@ class SwinBOBLogic:
         cohort) are listed in ``stats["missing_structures"]``. Returns messages for the user.
         """
         present = [r for r in rows if _number(r.get("voxels", 1)) > 0]
-        verdicts, missing, messages = self.solfVerdicts(present, boundsPath, scheme)
+        verdicts, missing, messages = self.solfVerdicts(present, boundsPath, scheme, labels)
         table = []
         for row in present:
             index = int(_number(row["index"]))
@@ -367,34 +370,13 @@ class SwinBOBLogic:
             messages.append(f"Missing structures (present in >= 95 % of the cohort): {', '.join(missing)}")
         return messages
 
-    def solfVerdicts(self, rows, boundsPath: str | None, scheme: str = "ukbob"):
-        """``({label: (verdict, [out-of-range features])}, [missing names], [messages])``."""
-        if boundsPath is None:
-            return {}, [], ["No SOLF bounds: the bundled default bounds (Resources/SOLF/default_bounds.json) are "
-                            "not in this build; choose a bounds file written by `swinbob solf run`."]
-        from SwinBOBLib.labels import get_scheme
-        from SwinBOBLib.solf import SOLF_FEATURES, flag, load_bounds
-
-        bounds = load_bounds(boundsPath)
-        if (bounds.scheme or "ukbob") != scheme:
-            return {}, [], [f"The SOLF bounds {Path(boundsPath).name} are for {bounds.scheme or 'ukbob'} labels and "
-                            f"this segmentation uses {scheme} labels: no SOLF verdicts (choose bounds fitted on "
-                            f"{scheme} label maps)."]
-        features = {}
-        for row in rows:
-            values = {f: _number(row.get(f, "")) for f in SOLF_FEATURES}
-            if all(np.isfinite(v) for v in values.values()):
-                features[int(_number(row["index"]))] = values
-        flags = flag(features, bounds)
-        verdicts, missing = {}, []
-        for label, entry in flags.items():
-            if entry["missing"]:
-                missing.append(get_scheme(bounds.scheme or "ukbob").name_of(label))
-                continue
-            verdict = (VERDICT_INACCURATE if entry["inaccurate"] else
-                       VERDICT_ONE_OUT if entry["n_out_of_range"] else VERDICT_OK)
-            verdicts[label] = (verdict, list(entry["out_of_range"]))
-        return verdicts, missing, []
+    def solfVerdicts(self, rows, boundsPath: str | None, scheme: str = "ukbob", labels=None):
+        """``({label: (verdict, [out-of-range features])}, [missing names], [messages])``
+        (:func:`.samples.solfVerdicts`, shared with the web review); ``labels``: the scan's label map
+        Image, to judge only the features that compare."""
+        if labels is None:
+            return samples.solfVerdicts(rows, boundsPath, scheme)
+        return samples.solfVerdicts(rows, boundsPath, scheme, labels.array, labels.spacing)
 
     # ----------------------------------------------------------------- display
 
@@ -440,17 +422,15 @@ class SwinBOBLogic:
             display.SetOpacity2DFill(opacity)
 
     def centreOnStructure(self, segmentationNode, structure, highlight: bool = True) -> tuple[float, float, float]:
-        """Centre every slice view on a structure (name, synonym or label value) and highlight it.
+        """Centre every slice view on a structure (name, synonym or label value) and highlight it
+        (:func:`.samples.centreOnStructure`). Returns the RAS point (mm) the views are centred on.
 
-        Returns the RAS point (mm) the views are centred on.
+        Raises:
+            ValueError: the structure is not in the segmentation, or is empty there.
         """
-        segmentId = nodes.segmentIdOfStructure(segmentationNode, structure)  # in the node's own scheme
-        center = segmentationNode.GetSegmentCenterRAS(segmentId)
+        center = samples.centreOnStructure(self.scene, segmentationNode, structure, highlight)
         if center is None:
             raise ValueError(f"structure '{structure}' is empty in '{segmentationNode.GetName()}'")
-        slicer.vtkMRMLSliceNode.JumpAllSlices(self.scene, *center, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
-        if highlight:
-            self.highlightStructure(segmentationNode, segmentId)
         return tuple(float(c) for c in center)
 
     def snapshot(self, result: SegmentationResult, path, orientation: str = "Axial", size=(512, 512),
@@ -469,28 +449,14 @@ class SwinBOBLogic:
 
     def highlightStructure(self, segmentationNode, segmentId: str | None) -> None:
         """Full opacity for one segment, the others dimmed; ``None`` restores all."""
-        display = segmentationNode.GetDisplayNode()
-        segmentation = segmentationNode.GetSegmentation()
-        for index in range(segmentation.GetNumberOfSegments()):
-            other = segmentation.GetNthSegmentID(index)
-            opacity = 1.0 if segmentId is None or other == segmentId else DIMMED_OPACITY
-            display.SetSegmentOpacity2DFill(other, opacity)
-            display.SetSegmentOpacity3D(other, opacity)
+        samples.highlightStructure(segmentationNode, segmentId)
 
 
 # --------------------------------------------------------------------- helpers
 
 
-def _compositeNodes(scene):
-    collection = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
-    return [collection.GetItemAsObject(i) for i in range(collection.GetNumberOfItems())]
-
-
-def _number(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
+_compositeNodes = samples.compositeNodes
+_number = samples._number
 
 
 def _single(folder: Path, stem: str) -> Path:

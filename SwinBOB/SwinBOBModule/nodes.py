@@ -366,7 +366,7 @@ TABLE_COLUMNS = (
     ("eccentricity", "Eccentricity", "",
      "sqrt(1 - smallest/largest eigenvalue of the voxel-coordinate covariance in mm) (SOLF)", "double"),
     ("mean_entropy", "Mean entropy", "", "mean normalised entropy of the structure's voxels", "double"),
-    ("verdict", "SOLF verdict", "", "ok, 1 out of range, inaccurate (>= 2 of 3 out of range), no bounds", "string"),
+    ("verdict", "SOLF verdict", "", "ok, 1 out of range, inaccurate (>= 2 of 3 out of range), not comparable (another coverage or voxel size), no bounds", "string"),
     ("out_of_range", "Out of range", "", "SOLF features outside the cohort bounds", "string"),
 )
 

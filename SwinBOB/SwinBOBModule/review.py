@@ -12,8 +12,9 @@ line per decision, flushed and fsync'ed before :meth:`ReviewSession.decide` retu
      "structure": "kidney_left", "decision": "reject", "comment": ""}
 
 The last line for a (sample, label) wins, so a changed mind is one more line; a line cut short by
-a crash is skipped when the file is read. Nothing here touches Qt; MRML is used only by
-:func:`loadSampleNodes` and :func:`jumpToStructure` (imported lazily).
+a crash is skipped when the file is read. Several writers (the Slicer panel, web review servers)
+may append to one file at once: each append holds an exclusive lock on it. Nothing here touches Qt
+or MRML (the sample on MRML nodes is :mod:`.samples`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ ACCEPT, REJECT, CORRECT = "accept", "reject", "correct"
 DECISIONS = (ACCEPT, REJECT, CORRECT)
 #: Decision state of an item without a decision.
 PENDING = "pending"
+#: Why a structure is flagged: 2 of 3 features out of range (the paper's rule), or absent.
+KINDS = ("inaccurate", "missing")
 #: The three SOLF features, in the order shown.
 SOLF_FEATURES = ("normalized_volume", "sphericity", "eccentricity")
 #: Columns of the per-structure summary CSV.
@@ -164,11 +167,23 @@ def readDecisions(path) -> dict[tuple[str, int], dict]:
     return decisions
 
 
+def _lock(stream) -> None:
+    """An exclusive lock on an open file until it is closed (POSIX; Windows has no fcntl and
+    appends unlocked, as before)."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    fcntl.flock(stream.fileno(), fcntl.LOCK_EX)
+
+
 def appendDecision(path, record: dict) -> None:
-    """Append one JSON line and fsync it: the decision survives a crash once this returns."""
+    """Append one JSON line and fsync it: the decision survives a crash once this returns.
+    Concurrent appends from several processes or threads are serialised by a file lock."""
     path = Path(path)
     text = json.dumps(record, sort_keys=True) + "\n"
     with open(path, "ab") as stream:
+        _lock(stream)  # other writers (a web review, the panel) wait: no interleaved or lost line
         if stream.tell() > 0:  # a torn last line must not swallow this record
             with open(path, "rb") as reader:
                 reader.seek(-1, os.SEEK_END)
@@ -231,9 +246,12 @@ class ReviewSession:
     # -- filtering and sorting
 
     def setFilter(self, structure: str | None = None, feature: str | None = None, state: str | None = None,
-                  sortBy: str = "rank") -> int:
-        """Restrict the walk to matching items; returns how many match. ``sortBy``: rank (QC list
-        order), structure, sample or state. The position moves to the first pending match."""
+                  sortBy: str = "rank", kind: str | None = None) -> int:
+        """Restrict the walk to matching items; returns how many match. ``feature``: one SOLF check
+        out of range; ``kind``: "inaccurate" (the paper's 2 of 3) or "missing". ``sortBy``: rank (QC
+        list order), structure, sample or state. The position moves to the first pending match."""
+        if kind is not None and kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         sortKeys = {"rank": lambda i: i, "structure": lambda i: (self.items[i].structure, i),
                     "sample": lambda i: (self.items[i].sample, i),
                     "state": lambda i: (self.state(self.items[i]) != PENDING, i)}
@@ -244,7 +262,8 @@ class ReviewSession:
         self.view = sorted((i for i, item in enumerate(self.items)
                             if (not structure or item.structure == structure)
                             and (not feature or feature in item.out_of_range)
-                            and (not state or self.state(item) == state)), key=sortKeys[sortBy])
+                            and (not state or self.state(item) == state)
+                            and (not kind or item.kind == kind)), key=sortKeys[sortBy])
         self.resume()
         return len(self.view)
 
@@ -274,6 +293,11 @@ class ReviewSession:
         return self.current
 
     # -- deciding
+
+    def refresh(self) -> None:
+        """Reread the decisions file: decisions other reviewers (another server, the Slicer panel)
+        appended since are seen."""
+        self.decisions = readDecisions(self.reviewPath)
 
     def decide(self, decision: str, comment: str = "", item: ReviewItem | None = None,
                advance: bool = True) -> dict:
@@ -386,83 +410,44 @@ def plotFeatureContext(context: dict, path, title: str = "") -> Path:
 
 
 def structureMeanEntropy(entropy: np.ndarray, labels: np.ndarray, label: int) -> float:
-    """Mean of ``entropy`` over the voxels of ``label`` (both ``(I, J, K)``, same grid); NaN when the
-    structure is absent."""
-    entropy, labels = np.asarray(entropy), np.asarray(labels)
-    if entropy.shape != labels.shape:
-        raise ValueError(f"entropy {entropy.shape} and label map {labels.shape} are not on one grid")
-    mask = labels == label
-    return float(entropy[mask].mean()) if mask.any() else float("nan")
+    """Mean of ``entropy`` over the voxels of ``label`` (see :func:`.samples.structureMeanEntropy`)."""
+    from . import samples
+
+    return samples.structureMeanEntropy(entropy, labels, label)
 
 
 # ----------------------------------------------------------------------------- MRML side
+# The sample on MRML nodes lives in .samples (shared with the web review); these names stay for
+# callers of 0.1. Imported lazily so that this module works without slicer-core.
 
 
 def loadSampleNodes(scene, item: ReviewItem, progress=None):
-    """The item's image (first channel of a multi-channel scan) and label map as a volume node and a
-    segmentation node in ``scene``. ``progress(done, total, text)`` is called between the steps
-    (the widget's progress indicator for large scans). Returns (volumeNode, segmentationNode)."""
-    from . import nodes
+    """See :func:`.samples.loadSampleNodes`."""
+    from . import samples
 
-    report = progress or (lambda done, total, text: None)
-    if not item.labelmap:
-        raise ValueError(f"QC item {item.sample} ({item.structure}) names no label map; rerun `swinbob solf run` "
-                         "on label maps with their images")
-    report(0, 3, f"Reading {Path(item.image).name}")
-    volumeNode = None
-    if item.image:
-        image = swinbob_io.load_image(item.image)
-        if image.array.ndim == 4:
-            image = swinbob_io.Image(image.array[..., 0], image.affine)
-        volumeNode = nodes.volumeNodeFromImage(image, scene, item.sample)
-        volumeNode.CreateDefaultDisplayNodes()
-    report(1, 3, f"Reading {Path(item.labelmap).name}")
-    labels = swinbob_io.load_labelmap(item.labelmap)
-    report(2, 3, "Building segments")
-    segmentationNode = nodes.segmentationFromLabelmap(labels, scene, item.sample + "_labels", volumeNode)
-    report(3, 3, "Loaded")
-    return volumeNode, segmentationNode
+    return samples.loadSampleNodes(scene, item, progress)
 
 
 def jumpToStructure(scene, segmentationNode, label: int, referenceVolumeNode=None) -> np.ndarray | None:
     """Centre every slice view on the structure's centroid (RAS, mm); returns it, or None when the
-    structure has no segment (a missing structure)."""
-    import slicer
-
-    from . import nodes
+    structure has no segment (a missing structure). See :func:`.samples.centreOnStructure`."""
+    from . import samples
 
     try:
-        segmentId = nodes.segmentIdOfStructure(segmentationNode, label)
+        return samples.centreOnStructure(scene, segmentationNode, label, highlight=False)
     except ValueError:
         return None
-    centre = segmentationNode.GetSegmentCenterRAS(segmentId)
-    if centre is None:
-        return None
-    # Centred: the default offset jump only moves each view's slice plane, which can leave the
-    # structure outside the visible field.
-    slicer.vtkMRMLSliceNode.JumpAllSlices(scene, *centre, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
-    return np.asarray(centre, dtype=np.float64)
 
 
 def showSampleLayers(scene, volumeNode, entropyNode=None) -> None:
-    """Every slice view shows the sample: ``volumeNode`` as background and its own entropy map
-    (or no foreground at all), so the previous scan's overlay does not stay on top."""
-    collection = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
-    for index in range(collection.GetNumberOfItems()):
-        composite = collection.GetItemAsObject(index)
-        composite.SetBackgroundVolumeID(volumeNode.GetID() if volumeNode is not None else None)
-        composite.SetForegroundVolumeID(entropyNode.GetID() if entropyNode is not None else None)
+    """See :func:`.samples.showSampleLayers`."""
+    from . import samples
+
+    samples.showSampleLayers(scene, volumeNode, entropyNode)
 
 
 def loadSampleEntropy(scene, item: ReviewItem):
-    """The entropy map ``swinbob segment`` wrote beside the item's label map (``entropy.*`` next to
-    ``labels.*``) as a coloured volume node, or None when there is none."""
-    from . import nodes
+    """See :func:`.samples.loadSampleEntropy`."""
+    from . import samples
 
-    if not item.labelmap:
-        return None
-    folder = Path(item.labelmap).parent
-    found = sorted(folder.glob("entropy.*")) if Path(item.labelmap).name.startswith("labels.") else []
-    if not found:
-        return None
-    return nodes.entropyVolumeFromImage(swinbob_io.load_image(found[0]), scene, f"{item.sample} entropy")
+    return samples.loadSampleEntropy(scene, item)

@@ -20,10 +20,11 @@ from SwinBOBLib import io as swinbob_io
 from SwinBOBLib.labels import get_scheme
 
 from . import nodes
+from .samples import VERDICT_NOT_COMPARABLE
 from .logic import DIMMED_OPACITY, VERDICT_INACCURATE, VERDICT_NO_BOUNDS, VERDICT_OK, VERDICT_ONE_OUT, SwinBOBLogic
 from .parameters import SegmentationOptions
 
-VERDICTS = {VERDICT_OK, VERDICT_ONE_OUT, VERDICT_INACCURATE, VERDICT_NO_BOUNDS}
+VERDICTS = {VERDICT_OK, VERDICT_ONE_OUT, VERDICT_INACCURATE, VERDICT_NO_BOUNDS, VERDICT_NOT_COMPARABLE}
 
 
 @dataclass
@@ -222,6 +223,30 @@ def check_solf_verdicts(ctx: TestContext, result, boundsPath: str) -> None:
     messages = ctx.logic.fillOrganTable(table, raw, None)
     assert {r["verdict"] for r in nodes.tableRows(table)} == {VERDICT_NO_BOUNDS}
     assert "No SOLF bounds" in messages[0]
+    nodes.removeNode(ctx.scene, table)
+
+
+def check_slab_verdicts_match_solf_csv(ctx: TestContext, boundsPath: str) -> None:
+    """A 60 mm slab of a phantom against whole-body bounds: the panel's table says what the demo's
+    solf.csv says (structures the slab cuts 'not comparable', with the reason; none missing)."""
+    from SwinBOBLib.outputs.organs import organ_rows
+    from SwinBOBLib.phantom import make_labels
+    from SwinBOBLib.solf.bounds import load_bounds
+    from SwinBOBLib.workflows.demo import solf_rows
+
+    labelmap, affine, _ = make_labels(size="small", seed=987)
+    slab = swinbob_io.Image(np.ascontiguousarray(labelmap[:, :, 60:72]), affine)
+    rows = organ_rows(slab.array, np.zeros(slab.array.shape, np.float32), slab.spacing, "ukbob")
+    table = ctx.scene.AddNewNodeByClass("vtkMRMLTableNode")
+    stats = {}
+    ctx.logic.fillOrganTable(table, rows, boundsPath, stats, labels=slab)
+    panel = {int(r["index"]): r["verdict"] for r in nodes.tableRows(table)}
+    csv_rows = {r["index"]: r["verdict"] for r in solf_rows(slab.array, slab.spacing, load_bounds(boundsPath))}
+    assert VERDICT_NOT_COMPARABLE in panel.values() and not stats["missing_structures"]
+    for label, verdict in panel.items():
+        assert (verdict == VERDICT_NOT_COMPARABLE) == (csv_rows[label] == "not comparable"), (label, verdict)
+    reasons = [r["out_of_range"] for r in nodes.tableRows(table) if r["verdict"] == VERDICT_NOT_COMPARABLE]
+    assert all("cut by the edge" in reason or "covers" in reason for reason in reasons)
     nodes.removeNode(ctx.scene, table)
 
 

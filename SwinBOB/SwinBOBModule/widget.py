@@ -23,7 +23,7 @@ from .parameters import PARAMETERS, SegmentationOptions
 POLL_INTERVAL_MS = 200
 #: Cell backgrounds of the organ table.
 OUT_OF_RANGE_COLOR = "#f4b6b6"
-VERDICT_COLORS = {"inaccurate": "#e06666", "1 out of range": "#f6c26b", "ok": "#b6d7a8"}
+VERDICT_COLORS = {"inaccurate": "#e06666", "1 out of range": "#f6c26b", "ok": "#b6d7a8", "not comparable": "#d9d9d9"}
 #: What the device list offers before torch is installed (listed again after installation).
 PLAIN_DEVICES = [("auto", "Auto"), ("cuda", "GPU"), ("cpu", "CPU")]
 DEMO_STYLE = "color: #a04000"

@@ -16,7 +16,7 @@ import traceback
 import qt
 import slicer
 
-from . import correction, jobs, launcher, review
+from . import correction, jobs, launcher, review, samples
 from .dependencies import DependencyError
 
 POLL_INTERVAL_MS = 500
@@ -149,7 +149,7 @@ class WorkflowPanels:
                 self._loadSample(item)
             self.loaded = (item, *self.loaded[1:])
             segmentationNode = self.loaded[2]
-            review.jumpToStructure(slicer.mrmlScene, segmentationNode, item.label)
+            samples.centreOnItem(slicer.mrmlScene, segmentationNode, item.label)
             context = self.session.featureContext(item)
             review.plotFeatureContext(context, self.plotPath, title=f"{item.sample}: {item.structure}")
             self.ui.reviewFeaturePlotLabel.setPixmap(qt.QPixmap(self.plotPath))
@@ -182,12 +182,12 @@ class WorkflowPanels:
                 dialog.setLabelText(text)
                 slicer.app.processEvents()
 
-            volumeNode, segmentationNode = review.loadSampleNodes(slicer.mrmlScene, item, progress)
-            entropyNode = review.loadSampleEntropy(slicer.mrmlScene, item)
+            volumeNode, segmentationNode = samples.loadSampleNodes(slicer.mrmlScene, item, progress)
+            entropyNode = samples.loadSampleEntropy(slicer.mrmlScene, item)
         finally:
             dialog.close()
         # This sample's scan and its own entropy map, or no overlay: never the previous scan's.
-        review.showSampleLayers(slicer.mrmlScene, volumeNode, entropyNode)
+        samples.showSampleLayers(slicer.mrmlScene, volumeNode, entropyNode)
         if volumeNode is not None:
             slicer.util.setSliceViewerLayers(fit=True)
         self.loaded = (item, volumeNode, segmentationNode, entropyNode)

@@ -34,6 +34,7 @@ def checkpoint_rows(summary: dict) -> list[tuple[str, str, str]]:
                                           "activation", "contrasts", "modality")]
     names = summary["channels"]
     rows.append(("channels", ", ".join(names[:16]) + (f", ... ({len(names)} in all)" if len(names) > 16 else ""), ""))
+    rows.append(("structures", f"{len(summary['structures'])} it can label: " + ", ".join(summary["structures"]), ""))
     for key, entry in summary["preprocessing"].items():
         if key != "assumed" and key not in ("variant", "scheme", "layout", "activation", "contrasts", "modality"):
             rows.append((f"preprocessing.{key}", f"{entry['value']}" + (f" ({entry['note']})" if entry.get("note") else ""),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from SwinBOBLib.io.files import check_output_path
 from SwinBOBLib.runtime.locks import folder_lock
-from SwinBOBLib.workflows.demo import run_demo
+from SwinBOBLib.workflows.demo import plain_summary, run_demo
 
 
 def cmd_demo(args) -> int:
@@ -30,6 +30,9 @@ def cmd_demo(args) -> int:
         print(f"reference   mean Dice {summary['mean_dice_vs_reference']:.3f} against the sample's "
               "TotalSegmentator labels (shared structures; see reference_scores.csv)")
     print(f"outputs     {args.output}/: {', '.join(summary['outputs'])} ({summary['seconds']} s)")
+    print()
+    for line in plain_summary(summary, args.output):
+        print(line)
     return 0
 
 

@@ -38,7 +38,8 @@ def cmd_labels(args) -> int:
         Path(args.ctbl).write_text(labels.slicer_color_table(scheme.name), encoding="utf-8")
         print(f"wrote {args.ctbl}")
         return 0
-    _print_rows(labels.scheme_rows(scheme.name))
+    codes = {row[0]: row[1:] for row in labels.scheme_codes(scheme.name)}
+    _print_rows(row + codes[row[0]] for row in labels.scheme_rows(scheme.name))
     return 0
 
 
@@ -62,7 +63,9 @@ def register(subparsers) -> None:
     """The ``labels`` command."""
     p = subparsers.add_parser("labels", help="list label schemes, their structures, and correspondences",
                               description="Without SCHEME: list the schemes. With SCHEME: one line per "
-                              "structure, INDEX<TAB>NAME<TAB>DISPLAY NAME<TAB>GROUP<TAB>R,G,B.")
+                              "structure, INDEX<TAB>NAME<TAB>DISPLAY NAME<TAB>GROUP<TAB>R,G,B<TAB>CATEGORY<TAB>TYPE<TAB>MODIFIER, "
+                              "the last three the SNOMED CT codes of its anatomy (SCT:VALUE:MEANING) that DICOM SEG "
+                              "output and Slicer's terminology use.")
     p.add_argument("scheme", nargs="?", help="ukbob, total, total_mr, btcv, brats, amos, mrsegmentator, zeroshot10")
     p.add_argument("--find", nargs="+", metavar="NAME", help="resolve structure names (synonyms, groups, both sides of "
                    "'kidney', plurals, 'left lung'); every unknown name is reported")

@@ -16,12 +16,14 @@ from SwinBOBLib import __version__
 from SwinBOBLib.cli import (
     benchmark,
     checkpoint,
+    cohort,
     convert,
     demo,
     info,
     labels,
     phantom,
     remap,
+    review,
     segment,
     solf,
     startup,
@@ -30,7 +32,8 @@ from SwinBOBLib.cli import (
 from SwinBOBLib.runtime.stop import Terminated
 
 #: The commands, in ``swinbob --help`` order: one module each, with ``register(subparsers)``.
-COMMAND_MODULES = (labels, info, convert, remap, phantom, checkpoint, segment, solf, train, benchmark, demo)
+COMMAND_MODULES = (labels, info, convert, remap, phantom, checkpoint, segment, solf, cohort, train, benchmark, demo,
+                   review)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,6 +16,7 @@ from SwinBOBLib.outputs.provenance import model_notice
 from SwinBOBLib.runtime.locks import folder_lock
 from SwinBOBLib.runtime.progress import ProgressWriter
 from SwinBOBLib.runtime.stop import Terminated, terminate_as_interrupt
+from SwinBOBLib.workflows.dicomweb import dicomweb_source, segment_dicomweb
 from SwinBOBLib.workflows.segment import list_inputs, load_model_for_cli, segment_file
 
 
@@ -65,10 +66,33 @@ def _summary(case: str, report: dict) -> str:
 def _inputs(args) -> list:
     """The files ``segment`` reads (scan, folder or CSV, the scans a CSV lists, the checkpoint)."""
     try:
-        listed = [path for _, path in list_inputs(args.image)]
+        listed = [path for _, path in list_inputs(args.image)] if args.image else []
     except (ValueError, OSError):
         listed = []  # reported by the run itself
-    return [args.image, args.checkpoint, *listed]
+    return [p for p in (args.image, args.checkpoint, args.bounds, *listed) if p]
+
+
+def check_source_args(args) -> None:
+    """A scan (file, folder, CSV) or ``--dicomweb URL --study UID``, not both; ``--store`` only with
+    ``--dicomweb`` and DICOM output; DICOM output only for DICOM series inputs (checked before
+    the model is loaded)."""
+    if bool(args.image) == bool(args.dicomweb):
+        raise ValueError("give either a scan (file, DICOM folder, folder of scans or CSV) or --dicomweb URL --study UID")
+    if args.dicomweb and not args.study:
+        raise ValueError("--dicomweb needs --study UID (and --series UID when the study has several image series)")
+    if args.study and not args.dicomweb:
+        raise ValueError("--study needs --dicomweb URL")
+    if args.dicomweb and args.output_type != "dicom":
+        raise ValueError("--dicomweb needs --output-type dicom (the results are DICOM objects of that study)")
+    if args.store and not args.dicomweb:
+        raise ValueError("--store sends the results to the --dicomweb server; give --dicomweb URL --study UID")
+    if args.output_type == "dicom" and args.image:
+        for case, path in list_inputs(args.image):
+            if not Path(path).is_dir():
+                raise ValueError(f"{path}: --output-type dicom needs a DICOM series (a folder of DICOM files, or "
+                                 "--dicomweb): DICOM SEG, Parametric Map and SR reference the source instances, which "
+                                 "a NIfTI/NRRD/MHA file lacks. Use the default --output-type nifti, or convert the scan "
+                                 "to a DICOM series with `swinbob convert SCAN FOLDER` first")
 
 
 def cmd_segment(args) -> int:
@@ -93,7 +117,12 @@ def _segment_cases(args, events) -> int:
     import torch
 
     config, etta_config = _config_from_args(args)
-    cases = list_inputs(args.image)
+    check_source_args(args)
+    if args.dicomweb:
+        case = io.safe_name(args.series or args.study, "--series/--study")
+        cases = [(case, Path(dicomweb_source(args.dicomweb, args.study, args.series)))]
+    else:
+        cases = list_inputs(args.image)
     outdir = Path(args.output)
     batch = len(cases) > 1
     io.check_writable(outdir)  # before the model is loaded and an hour is spent on inference
@@ -107,12 +136,11 @@ def _segment_cases(args, events) -> int:
         print(model_notice(info["model"]))
     failures, shown = [], set() if batch else None
     for case, path in cases:
-        report = lambda stage, done, total, case=case: events.emit(  # noqa: E731
+        report = lambda stage, done, total, case=case: events.emit(
             "progress", stage=stage, done=done, total=total, case=case)
         try:
             target = targets.get(case) or case_folder(outdir, case, path, batch)
-            result = segment_file(path, target, model, metadata, config, etta_config, info,
-                                  not args.no_preview, report, shown_warnings=shown)
+            result = _segment_case(args, path, target, (model, metadata, info), config, etta_config, report, shown)
         except (ValueError, OSError, MemoryError) as error:
             if not batch:
                 raise
@@ -129,6 +157,35 @@ def _segment_cases(args, events) -> int:
     return 1 if failures else 0
 
 
+def _segment_case(args, path, target, loaded, config, etta_config, report, shown) -> dict:
+    model, metadata, info = loaded
+    if args.dicomweb:
+        return segment_dicomweb(args.dicomweb, args.study, args.series, target, model, metadata, config, etta_config,
+                                info, store=args.store, preview=not args.no_preview, progress=report,
+                                bounds=args.bounds)
+    return segment_file(path, target, model, metadata, config, etta_config, info, not args.no_preview, report,
+                        shown_warnings=shown, output_type=args.output_type, bounds=args.bounds,
+                        series_uid=args.series)
+
+
+def _add_dicom_arguments(p) -> None:
+    """DICOM output, the series of a folder, and a DICOMweb study as input."""
+    p.add_argument("--output-type", choices=("nifti", "dicom"), default="nifti", help="nifti (default): labels and "
+                   "entropy as images; dicom: also labels_seg.dcm (DICOM SEG), entropy_pmap.dcm (Parametric Map, "
+                   "entropy in nats) and organs_sr.dcm (TID 1500 report with SOLF verdicts), for a DICOM series input "
+                   "only (docs/dicom.md)")
+    p.add_argument("--series", metavar="UID", help="Series Instance UID to read from a DICOM folder or a --dicomweb "
+                   "study holding several series")
+    p.add_argument("--dicomweb", metavar="URL", help="read the series from a DICOMweb server (e.g. "
+                   "http://127.0.0.1:8042/dicom-web) instead of a file; credentials from SWINBOB_DICOMWEB_TOKEN, or "
+                   "SWINBOB_DICOMWEB_USER and SWINBOB_DICOMWEB_PASSWORD, or ~/.netrc, never in the URL")
+    p.add_argument("--study", metavar="UID", help="Study Instance UID of the --dicomweb series")
+    p.add_argument("--store", action="store_true", help="with --dicomweb: store the SEG, Parametric Map and SR as "
+                   "new series of the same study (STOW-RS) once written locally")
+    p.add_argument("--bounds", metavar="JSON", help="SOLF bounds that judge each structure in the DICOM report "
+                   "(default: Resources/SOLF/default_bounds.json)")
+
+
 def register(subparsers) -> None:
     """The ``segment`` command."""
     p = subparsers.add_parser(
@@ -139,8 +196,9 @@ def register(subparsers) -> None:
                     "as the scan itself, or another scan's result). A case is written into a hidden staging folder and moved into place "
                     "whole; nothing is ever written over an input or a user's files, and one run at a time writes into "
                     "OUTDIR (a second is refused, naming the first).")
-    p.add_argument("image", help="scan file, DICOM folder, folder of scans, or CSV with an 'image' "
-                   "column and optionally 'id' (a plain folder name: no '/', '..' or leading dot)")
+    p.add_argument("image", nargs="?", help="scan file, DICOM folder, folder of scans, or CSV with an 'image' "
+                   "column and optionally 'id' (a plain folder name: no '/', '..' or leading dot); or none with "
+                   "--dicomweb")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--checkpoint", metavar="CKPT", help="checkpoint (.pt: SwinBOB, UK_BOB trainer, Lightning, plain "
                    "state dict) or MONAI bundle (folder or .zip); default: the bundled demo model (trained on "
@@ -177,6 +235,7 @@ def register(subparsers) -> None:
     p.add_argument("--etta-patch-scale", type=float, default=EttaConfig.patch_scale, help="edge of the adaptation "
                    "patch over the window's, in (0, 1]; smaller is cheaper, rounded down to the network's stride "
                    "(default %(default)s)")
+    _add_dicom_arguments(p)
     p.add_argument("--no-preview", action="store_true", help="skip preview.png")
     p.add_argument("--seed", type=int, default=0, help="seeds torch (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

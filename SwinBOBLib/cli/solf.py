@@ -28,12 +28,17 @@ from SwinBOBLib.solf.bounds import (
     MISSING_PRESENCE,
     SOLF_FEATURES,
     check_scheme,
-    flag,
     geometry_warnings,
     load_bounds,
 )
 from SwinBOBLib.solf.checks import cohort_size_warning
-from SwinBOBLib.solf.cohort import Sample, compute_features, find_samples, organ_only_warning
+from SwinBOBLib.solf.cohort import (
+    Sample,
+    compute_features,
+    find_samples,
+    organ_only_warning,
+)
+from SwinBOBLib.solf.comparable import VERDICTS, judge, reason_text
 from SwinBOBLib.solf.features import FEATURES, organ_features
 from SwinBOBLib.solf.pipeline import RunConfig, claim_solf_folder, run_cohort
 from SwinBOBLib.solf.tables import structure_namer, write_table
@@ -151,17 +156,18 @@ def cmd_check(args) -> int:
     bounds = load_bounds(args.bounds)
     image, features = _load_sample(args)
     check_scheme(args.labelmap, args.scheme, bounds, features, partial=args.partial)
-    flags = flag(features, bounds)
-    bad = {label: e for label, e in flags.items() if e["inaccurate"] or e["missing"]}
+    verdicts = judge(features, bounds, image.array, image.spacing)
+    bad = {label: e for label, e in verdicts.items() if e["verdict"] in ("inaccurate", "missing")}
     _warn_geometry(bounds, image)
     if args.json:
-        print(json.dumps({str(k): v for k, v in flags.items()}, indent=1))
+        print(json.dumps({str(k): v for k, v in verdicts.items()}, indent=1))
     else:
         name = structure_namer(args.scheme or bounds.scheme)
-        for label, entry in bad.items():
-            reason = "missing" if entry["missing"] else "inaccurate: " + ", ".join(entry["out_of_range"])
-            print(f"{label}\t{name(label)}\t{reason}")
-        print(f"{len(bad)} of {len(flags)} structures flagged (epsilon {bounds.epsilon:g}%, "
+        for label, entry in verdicts.items():
+            if entry["verdict"] != "plausible":
+                print(f"{label}\t{name(label)}\t{entry['verdict']}\t{reason_text(entry)}")
+        counts = ", ".join(f"{sum(e['verdict'] == v for e in verdicts.values())} {v}" for v in VERDICTS)
+        print(f"{len(bad)} of {len(verdicts)} structures flagged ({counts}; epsilon {bounds.epsilon:g}%, "
               f"cohort of {bounds.n_samples})")
     return EXIT_FLAGGED if bad else 0
 

@@ -95,7 +95,7 @@ def register(subparsers) -> None:
 
 _HELP = {
     "epochs": "epochs to train (default 3000, the paper's)", "max_steps": "stop after N optimisation steps",
-    "roi_size": "crop edge in voxels (default 96; multiple of 32 for Swin-UNETR)",
+    "roi_size": "crop edge in voxels (default 96; multiple of 32 for Swin-UNETR; three edges x, y, z in a --config file)",
     "feature_size": "Swin-UNETR feature size: 12, 24 or 48 (default 48)",
     "batch_size": "crops per step (default 8)", "network": "swinunetr (default), unetr, segresnet or unet",
     "device": "auto (default), cuda, cpu or mps", "scheme": "label scheme of the model (default ukbob)",

@@ -8,6 +8,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from SwinBOBLib.io.image import Image
+from SwinBOBLib.models.metadata import roi_shape
 
 #: Fast mode resamples no finer than this (mm), like TotalSegmentator's --fast (3 mm).
 FAST_SPACING_MM = 3.0
@@ -130,7 +131,8 @@ def resolve_config(config: InferenceConfig, metadata) -> InferenceConfig:
 def effective_config(config: InferenceConfig, metadata) -> dict:
     """The configuration actually used (checkpoint values filled in), for report.json."""
     data = config.to_dict()
-    data["roi_size"] = int(config.roi_size or metadata.roi_size)
+    roi = roi_shape(config.roi_size or metadata.roi_size)
+    data["roi_size"] = roi[0] if len(set(roi)) == 1 else list(roi)
     data["intensity"] = config.intensity or metadata.intensity
     data["overlap"] = window_overlap(config, metadata)
     data["activation"] = config.activation or getattr(metadata, "activation", "softmax")

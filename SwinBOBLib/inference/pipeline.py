@@ -35,28 +35,50 @@ import numpy as np
 import torch
 
 from SwinBOBLib import io
-from SwinBOBLib.inference.config import MAX_ROI_SIZE, InferenceConfig, Segmentation, resolve_config
-from SwinBOBLib.inference.device import OUT_OF_MEMORY, autocast_dtype, select_device, synchronize
+from SwinBOBLib.inference.config import (
+    MAX_ROI_SIZE,
+    InferenceConfig,
+    Segmentation,
+    resolve_config,
+)
+from SwinBOBLib.inference.device import (
+    OUT_OF_MEMORY,
+    autocast_dtype,
+    select_device,
+    synchronize,
+)
 from SwinBOBLib.inference.etta import EttaConfig, adapt_and_predict
 from SwinBOBLib.inference.postprocess import postprocess
 from SwinBOBLib.inference.preprocess import Prepared, check_modality, preprocess
-from SwinBOBLib.inference.window import checkpoint_layout, lateral_swap, predict_probabilities
+from SwinBOBLib.inference.window import (
+    checkpoint_layout,
+    lateral_swap,
+    predict_probabilities,
+)
 from SwinBOBLib.io.image import Image
 from SwinBOBLib.labels.schemes import get_scheme
 from SwinBOBLib.models.heads import region_head
+from SwinBOBLib.models.metadata import roi_shape
 from SwinBOBLib.models.networks import roi_multiple
 
 
 def _roi(config: InferenceConfig, metadata) -> tuple[int, int, int]:
-    roi = int(config.roi_size or metadata.roi_size)
+    """The sliding window: the config's edge (a cube) where given, else the checkpoint's (an edge or
+    three, e.g. a window spanning the whole axial cross-section)."""
+    roi = roi_shape(config.roi_size or metadata.roi_size)
     multiple = roi_multiple(metadata.network)
-    if roi < 1 or roi % multiple:
+    if any(edge % multiple for edge in roi):
         raise ValueError(f"roi size must be a positive multiple of {multiple} voxels for {metadata.network} "
-                         f"(its total downsampling), got {roi}")
-    if roi > MAX_ROI_SIZE:
-        raise ValueError(f"roi size {roi} voxels asks for windows of {roi ** 3:.3g} voxels, which no GPU or CPU "
-                         f"memory holds; use at most {MAX_ROI_SIZE} (the checkpoint's is {metadata.roi_size})")
-    return (roi, roi, roi)
+                         f"(its total downsampling), got {_edges(roi)}")
+    if max(roi) > MAX_ROI_SIZE:
+        raise ValueError(f"roi size {_edges(roi)} voxels asks for windows of {float(np.prod(roi)):.3g} voxels, "
+                         f"which no GPU or CPU memory holds; use at most {MAX_ROI_SIZE} (the checkpoint's is "
+                         f"{metadata.roi_size})")
+    return roi
+
+
+def _edges(roi: tuple[int, int, int]) -> str:
+    return str(roi[0]) if len(set(roi)) == 1 else "x".join(map(str, roi))
 
 
 def _bar(enabled: bool, desc: str, unit: str = "window", report=None, stage: str = ""):

@@ -27,7 +27,7 @@ def describe_checkpoint(path: str | os.PathLike, **overrides) -> dict:
 
     Returns:
         ``{"path", "format", "file", "network", "variant", "variant_description", "feature_size",
-        "in_channels", "out_channels", "scheme", "layout", "activation", "channels", "contrasts",
+        "in_channels", "out_channels", "scheme", "layout", "activation", "channels", "structures", "contrasts",
         "modality", "preprocessing", "parameters", "etta_parameters", "etta_tensors", "name",
         "description", "demo", "sources", "notes"}``: ``preprocessing`` is
         :func:`preprocessing_record` (each value with its source), ``channels`` the
@@ -45,11 +45,18 @@ def describe_checkpoint(path: str | os.PathLike, **overrides) -> dict:
             "feature_size": metadata.feature_size, "in_channels": metadata.in_channels,
             "out_channels": metadata.out_channels, "scheme": metadata.scheme, "layout": metadata.layout,
             "activation": metadata.activation, "channels": _channel_names(metadata),
+            "structures": model_structures(metadata),
             "contrasts": list(metadata.contrasts) if metadata.contrasts else None, "modality": metadata.modality,
             "preprocessing": preprocessing_record(metadata), "parameters": count_parameters(model),
             "etta_parameters": int(sum(p.numel() for p in adaptable)), "etta_tensors": len(adaptable),
             "name": metadata.name, "description": metadata.description, "demo": bool(metadata.demo),
             "sources": dict(metadata.sources), "notes": dict(metadata.notes)}
+
+
+def model_structures(metadata: CheckpointMetadata) -> list[str]:
+    """Names (in the model's scheme) of the structures its output channels can label: background
+    and unused channels left out; a region model's regions."""
+    return [name for name in _channel_names(metadata) if name not in ("background", "unused")]
 
 
 def _channel_names(metadata: CheckpointMetadata) -> list[str]:

@@ -1,54 +1,58 @@
-"""DICOM series in and out: reading a series folder (slices sorted by position, gaps refused with
-the slice numbers), and writing an image as a series (for `swinbob convert`).
+"""DICOM series in and out: reading a series folder (the series chosen by its UID, slices sorted
+by position; other series, non-image objects, truncated files, mixed orientations or sizes, gantry
+tilt and gaps refused naming the files), and writing an image as a classic MR series (for
+`swinbob convert`, valid for `dciodvfy`).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-import uuid
-import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from SwinBOBLib.io.dicom_scan import choose_series, scan_dicom_folder
+from SwinBOBLib.io.dicom_write import SeriesHeader, write_series_files
 from SwinBOBLib.io.files import apply_umask
 from SwinBOBLib.io.image import Image, ImageFormatError
-from SwinBOBLib.io.itk import itk_affine, itk_array, to_itk
+from SwinBOBLib.io.itk import itk_affine, itk_array
 from SwinBOBLib.io.memory import InsufficientMemoryError
 
 
 def read_dicom_series(folder: Path, series_uid: str | None) -> Image:
+    """Read the image series of a DICOM folder (files directly in it; subfolders are not read).
+
+    The folder's files are read header first (:func:`scan_dicom_folder`): a folder holding several
+    series is refused with the list of them unless ``series_uid`` picks one; an unreadable or
+    truncated file, a non-image object in the series, mixed orientations or slice sizes, a gantry
+    tilt and a missing slice are refused naming the files. The chosen files are then read with
+    SimpleITK (GDCM) in slice order.
+
+    Returns:
+        :class:`Image`; ``metadata`` holds ``series_uid``, ``study_uid`` and ``dicom_files`` (the
+        series' files in slice order: the source instances a DICOM SEG references).
+    """
     import SimpleITK as sitk
 
+    series = choose_series(scan_dicom_folder(folder), folder, series_uid)
+    names = [str(f) for f in series.files]
     reader = sitk.ImageSeriesReader()
-    series = list(reader.GetGDCMSeriesIDs(str(folder)))
-    if not series:
-        raise ImageFormatError(f"{folder}: no DICOM series found in this folder")
-    if series_uid is None:
-        files = {uid: reader.GetGDCMSeriesFileNames(str(folder), uid) for uid in series}
-        series_uid = max(files, key=lambda uid: len(files[uid]))
-        if len(series) > 1:
-            warnings.warn(f"{folder}: {len(series)} DICOM series; reading the largest, {series_uid} "
-                          f"({len(files[series_uid])} files). Others: "
-                          f"{', '.join(u for u in series if u != series_uid)}", stacklevel=3)
-    elif series_uid not in series:
-        raise ImageFormatError(f"{folder}: no DICOM series {series_uid}; found {', '.join(series)}")
-    names = reader.GetGDCMSeriesFileNames(str(folder), series_uid)
     reader.SetFileNames(names)
     try:
         img = reader.Execute()
     except MemoryError:
-        raise InsufficientMemoryError(f"not enough memory to read {folder} (DICOM series {series_uid}, "
+        raise InsufficientMemoryError(f"not enough memory to read {folder} (DICOM series {series.uid}, "
                                       f"{len(names)} slices)") from None
     except RuntimeError as error:
-        raise ImageFormatError(f"{folder}: cannot read DICOM series {series_uid}: {error}") from error
+        raise ImageFormatError(f"{folder}: cannot read DICOM series {series.uid}: {error}") from error
     if img.GetDimension() < 3 or img.GetSize()[2] < 2:
-        raise ImageFormatError(f"{folder}: DICOM series {series_uid} has a single slice; need a 3D volume")
+        raise ImageFormatError(f"{folder}: DICOM series {series.uid} has a single slice; need a 3D volume")
     check_slice_spacing(_slice_positions(names), img.GetDirection(), names,
-                        f"{folder}: DICOM series {series_uid}")
-    return Image(itk_array(img), itk_affine(img), folder, metadata={"series_uid": series_uid})
+                        f"{folder}: DICOM series {series.uid}")
+    return Image(itk_array(img), itk_affine(img), folder,
+                 metadata={"series_uid": series.uid, "study_uid": series.study_uid, "dicom_files": names})
 
 
 def _slice_positions(names: Sequence[str]) -> np.ndarray | None:
@@ -110,18 +114,21 @@ def check_slice_spacing(positions: np.ndarray | None, direction: Sequence[float]
             "broken, and the geometry after it would be wrong. Re-export the complete series.")
 
 
-def write_dicom_series(array: np.ndarray, affine: np.ndarray, folder: Path) -> None:
-    """Write a scalar volume as a DICOM series (one file per k-slice), atomically as a folder."""
+def write_dicom_series(array: np.ndarray, affine: np.ndarray, folder: Path,
+                       header: SeriesHeader | None = None) -> None:
+    """Write a scalar volume as a classic MR Image series (one file per k-slice), atomically as a
+    folder: the files are written into a hidden folder beside it, which is then renamed.
+
+    See :mod:`SwinBOBLib.io.dicom_write` for the attributes and the geometry.
+    """
     if array.ndim != 3:
         raise ValueError(f"{folder}: DICOM output takes a single-channel volume, got shape {array.shape}")
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise FileExistsError(f"{folder}: exists and is not an empty folder; refusing to mix DICOM series")
-    slope, intercept, stored = _dicom_scaling(array)
-    img = to_itk(stored, affine, str(folder))
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
         apply_umask(tmp)
-        _write_dicom_slices(img, tmp, slope, intercept)
+        write_series_files(array, affine, tmp, header)
         if folder.exists():
             folder.rmdir()
         os.replace(tmp, folder)
@@ -130,47 +137,3 @@ def write_dicom_series(array: np.ndarray, affine: np.ndarray, folder: Path) -> N
             for f in tmp.iterdir():
                 f.unlink()
             tmp.rmdir()
-
-
-def _dicom_scaling(array: np.ndarray):
-    """Stored integers plus rescale slope/intercept that reproduce ``array``.
-
-    Integers that fit int16 are stored as they are; anything else is stored as uint16 with an
-    integer intercept (GDCM requires one) and a slope spreading the range over 0..65000; GDCM
-    applies the rescale itself when given float64 voxels with these tags.
-    """
-    if array.dtype.kind in "biu" and array.min() >= -32768 and array.max() <= 32767:
-        return 1.0, 0.0, array.astype(np.int16)
-    intercept = float(np.floor(array.min()))
-    slope = (float(array.max()) - intercept) / 65000.0 or 1.0
-    return slope, intercept, array.astype(np.float64)
-
-
-def _write_dicom_slices(img, folder: Path, slope: float, intercept: float) -> None:
-    import time
-
-    import SimpleITK as sitk
-
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    uid_root = "1.2.826.0.1.3680043.2.1125." + str(uuid.uuid4().int)[:20]
-    date, clock = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
-    direction = img.GetDirection()
-    shared = [("0008|0031", clock), ("0008|0021", date), ("0008|0008", "DERIVED\\SECONDARY"),
-              ("0020|000d", uid_root + ".1"), ("0020|000e", uid_root + ".2"),
-              ("0020|0052", uid_root + ".3"), ("0008|0060", "MR"), ("0008|103e", "SwinBOB export"),
-              ("0020|0037", "\\".join(f"{v:.10g}" for v in (*direction[0:7:3], *direction[1:8:3]))),
-              ("0028|1052", f"{intercept:.10g}"), ("0028|1053", f"{slope:.10g}"), ("0028|1054", "US")]
-    if img.GetPixelID() == sitk.sitkFloat64:  # stored as uint16, rescaled by GDCM
-        shared += [("0028|0100", "16"), ("0028|0101", "16"), ("0028|0102", "15"), ("0028|0103", "0")]
-    for k in range(img.GetDepth()):
-        slice_image = img[:, :, k]
-        for tag, value in shared:
-            slice_image.SetMetaData(tag, value)
-        position = img.TransformIndexToPhysicalPoint((0, 0, k))
-        slice_image.SetMetaData("0020|0032", "\\".join(f"{p:.10g}" for p in position))
-        slice_image.SetMetaData("0020|0013", str(k + 1))
-        slice_image.SetMetaData("0008|0018", f"{uid_root}.4.{k + 1}")
-        slice_image.SetMetaData("0018|0050", f"{img.GetSpacing()[2]:.10g}")
-        writer.SetFileName(str(folder / f"slice_{k:04d}.dcm"))
-        writer.Execute(slice_image)

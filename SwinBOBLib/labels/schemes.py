@@ -26,9 +26,9 @@ import colorsys
 import difflib
 import functools
 import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -71,6 +71,41 @@ class UnknownSchemeError(ValueError):
 
 
 @dataclass(frozen=True)
+class Code:
+    """A coded concept of the structure's anatomy, as DICOM SEG and Slicer's terminology use it.
+
+    Attributes:
+        scheme: coding scheme designator, ``SCT`` (SNOMED CT) for every entry we ship.
+        value: the concept's code, e.g. ``64033007``.
+        meaning: its code meaning, e.g. ``Kidney``.
+    """
+
+    scheme: str
+    value: str
+    meaning: str
+
+    @classmethod
+    def parse(cls, text: str, source: str = "code") -> Code | None:
+        """``"SCT:64033007:Kidney"`` -> Code; an empty cell -> None."""
+        if not text.strip():
+            return None
+        parts = text.split(":", 2)
+        if len(parts) != 3 or not all(p.strip() for p in parts):
+            raise ValueError(f"{source}: '{text}' is not a code; expected SCHEME:VALUE:MEANING, e.g. SCT:64033007:Kidney")
+        return cls(*(p.strip() for p in parts))
+
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.value}:{self.meaning}"
+
+
+#: The anatomy of a structure no table codes (a scheme's own structure that UKBOB lacks).
+GENERIC_CATEGORY = Code("SCT", "123037004", "Anatomical Structure")
+
+
+GENERIC_TYPE = Code("SCT", "91723000", "Anatomical structure")
+
+
+@dataclass(frozen=True)
 class Structure:
     """One labelled structure of a scheme.
 
@@ -82,6 +117,9 @@ class Structure:
         color: (r, g, b), 0..255.
         synonyms: extra names a user may type.
         key: canonical structure key shared across schemes.
+        category, type, modifier: its SNOMED CT segmented property category, type and type
+            modifier (left/right), the codes Slicer's terminology gives the structure; a
+            structure UKBOB lacks gets :data:`GENERIC_CATEGORY` / :data:`GENERIC_TYPE`.
     """
 
     index: int
@@ -91,6 +129,9 @@ class Structure:
     color: tuple[int, int, int]
     synonyms: tuple[str, ...] = ()
     key: str = ""
+    category: Code = GENERIC_CATEGORY
+    type: Code = GENERIC_TYPE
+    modifier: Code | None = None
 
 
 @dataclass(frozen=True)
@@ -290,12 +331,15 @@ def _read_tsv(path: Path) -> list[dict[str, str]]:
 def _ukbob_metadata() -> dict[str, Structure]:
     """UKBOB structure metadata (display name, group, colour, synonyms) by canonical key."""
     meta = {}
-    for row in _read_tsv(DATA_DIR / "ukbob_structures.tsv"):
+    path = DATA_DIR / "ukbob_structures.tsv"
+    for row in _read_tsv(path):
         synonyms = tuple(s.strip() for s in row.get("synonyms", "").split(";") if s.strip())
         color = tuple(int(c) for c in row["color"].split(","))
         key = canonical_key(row["name"])
+        where = f"{path}: {row['name']}"
         meta[key] = Structure(int(row["index"]), row["name"], row["display_name"], row["group"],
-                              color, synonyms, key)
+                              color, synonyms, key, Code.parse(row["category"], where) or GENERIC_CATEGORY,
+                              Code.parse(row["type"], where) or GENERIC_TYPE, Code.parse(row.get("modifier", ""), where))
     return meta
 
 
@@ -308,7 +352,7 @@ def _borrowed(key: str) -> Structure | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_scheme(name: str) -> Scheme:
     """The registered scheme ``name`` (case-insensitive; "totalvibe", "mrseg" etc. are aliases)."""
     wanted = str(name).strip().lower()
@@ -332,7 +376,9 @@ def get_scheme(name: str) -> Scheme:
             display_name=meta.display_name if same else _display_name(label_name),
             group=meta.group if meta else "other",
             color=meta.color if same else _generated_color(key),
-            synonyms=meta.synonyms if same else (), key=key)
+            synonyms=meta.synonyms if same else (), key=key,
+            category=meta.category if same else GENERIC_CATEGORY, type=meta.type if same else GENERIC_TYPE,
+            modifier=meta.modifier if same else None)
         structures[index] = structure
         by_key[key] = index
         for synonym in (*structure.synonyms, structure.display_name):
@@ -347,6 +393,13 @@ def slicer_color_table(scheme: str = "ukbob") -> str:
              "0 background 0 0 0 0"]
     lines += [f"{i} {s[i].name} {s[i].color[0]} {s[i].color[1]} {s[i].color[2]} 255" for i in s.indices]
     return "\n".join(lines) + "\n"
+
+
+def scheme_codes(scheme: str) -> Sequence[tuple[int, str, str, str]]:
+    """Rows for listing the anatomy codes: (index, category, type, modifier or ""), each code
+    written ``SCHEME:VALUE:MEANING`` (see :class:`Code`)."""
+    s = get_scheme(scheme)
+    return [(i, str(s[i].category), str(s[i].type), str(s[i].modifier or "")) for i in s.indices]
 
 
 def scheme_rows(scheme: str) -> Sequence[tuple[int, str, str, str, str]]:

@@ -163,7 +163,7 @@ def values_from_bundle(config: Mapping, bundle_meta: Mapping) -> tuple[dict, dic
             roi = node.get("roi_size")
             roi = roi if isinstance(roi, list) else [roi] * 3
             if all(isinstance(v, int) and v > 0 for v in roi):
-                told["roi_size"] = int(max(roi))
+                told["roi_size"] = int(roi[0]) if len(set(roi)) == 1 else tuple(int(v) for v in roi)
             elif node.get("roi_size") is not None:
                 notes["roi_size"] = f"bundle inferer roi_size {node['roi_size']!r} is not literal; not used"
             if isinstance(node.get("overlap"), (int, float)):

@@ -168,9 +168,7 @@ def values_from_args(args: Mapping[str, Any]) -> tuple[dict, dict]:
         told["target_spacing_mm"] = tuple(float(v) for v in spacing)
     roi = [args.get(k) for k in ("roi_x", "roi_y", "roi_z")]
     if all(isinstance(v, int) for v in roi):
-        told["roi_size"] = max(roi)
-        if len(set(roi)) > 1:
-            notes["roi_size"] = f"trained with a {roi[0]}x{roi[1]}x{roi[2]} ROI; using cubic {max(roi)}"
+        told["roi_size"] = roi[0] if len(set(roi)) == 1 else tuple(roi)
     if isinstance(args.get("infer_overlap"), (int, float)):
         told["overlap"] = float(args["infer_overlap"])
     return told, notes

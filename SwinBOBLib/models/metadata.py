@@ -31,7 +31,7 @@ class CheckpointMetadata:
     intensity: str = "percentile"  # percentile (MRI, to [0, 1]), ct_window, zscore_nonzero, zscore or none
     intensity_params: dict = field(default_factory=lambda: {"lower": 0.5, "upper": 99.5})
     feature_size: int = 48  # Swin-UNETR embedding size (paper: 48)
-    roi_size: int = 96  # sliding-window patch edge in voxels (paper: 96^3)
+    roi_size: int | tuple[int, int, int] = 96  # sliding window in voxels: an edge (paper: 96^3) or 3 edges
     overlap: float | None = None  # sliding-window overlap it was validated with; None: the library's 0.25
     affine_norm: bool = True  # decoder InstanceNorms carry affine parameters (ETTA can adapt them)
     modality: str | None = None  # "MR" or "CT" it was trained on; None: unknown (no modality warning)
@@ -47,8 +47,8 @@ class CheckpointMetadata:
     def to_dict(self, provenance: bool = True) -> dict:
         """Plain-type dictionary (lists, not tuples); ``provenance=False`` drops sources/notes (storage)."""
         data = dataclasses.asdict(self)
-        for key in ("contrasts", "target_spacing_mm"):
-            if data[key] is not None:
+        for key in ("contrasts", "target_spacing_mm", "roi_size"):
+            if isinstance(data[key], (tuple, list)):
                 data[key] = list(data[key])
         if not provenance:
             data.pop("sources")
@@ -70,4 +70,29 @@ class CheckpointMetadata:
             if len(spacing) != 3 or min(spacing) <= 0:
                 raise ValueError(f"{source}: target_spacing_mm must be three positive numbers, got {spacing}")
             values["target_spacing_mm"] = spacing
+        if "roi_size" in values:
+            shape = roi_shape(values["roi_size"], f"{source}: roi_size")
+            values["roi_size"] = shape[0] if len(set(shape)) == 1 else shape
         return cls(**values)
+
+
+def roi_shape(roi, what: str = "roi_size") -> tuple[int, int, int]:
+    """A sliding window or training crop as three edges in voxels: ``96`` is ``(96, 96, 96)``.
+
+    Args:
+        roi: one positive whole number (a cube) or three (x, y, z edges, e.g. a window spanning a
+            whole axial cross-section but few slices).
+        what: names the value in the error.
+
+    Raises:
+        ValueError: not one or three positive whole numbers.
+    """
+    edges = list(roi) if isinstance(roi, (list, tuple)) else [roi]
+    if len(edges) == 1:
+        edges = edges * 3
+    ok = len(edges) == 3 and all(isinstance(e, (int, float)) and not isinstance(e, bool)
+                                 and float(e) == int(e) and int(e) >= 1 for e in edges)
+    if not ok:
+        raise ValueError(f"{what} must be a positive whole number of voxels or three of them (x, y, z), "
+                         f"got {roi!r}")
+    return tuple(int(e) for e in edges)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -11,6 +12,7 @@ import torch
 
 from SwinBOBLib.labels.layouts import channel_layout
 from SwinBOBLib.models.legacy import TRAINING_VARIANT, merging_module
+from SwinBOBLib.models.metadata import roi_shape
 from SwinBOBLib.models.norms import replace_instance_norms
 
 #: Feature sizes Swin-BOB is built with (48 is the paper's; 12 and 24 for CPU and tests).
@@ -67,13 +69,14 @@ def _unetr_width(feature_size: int) -> int:
     return 768 if feature_size >= 16 else 192
 
 
-def _build_unetr(feature_size: int, in_channels: int, out_channels: int, affine_norm: bool, roi_size: int = 96):
+def _build_unetr(feature_size: int, in_channels: int, out_channels: int, affine_norm: bool, roi_size=96):
     from monai.networks.nets import UNETR
 
-    if roi_size % 16:
+    shape = roi_shape(roi_size)
+    if any(edge % 16 for edge in shape):
         raise ValueError(f"UNETR needs a roi size that is a multiple of 16 (its patch size), got {roi_size}")
     width = _unetr_width(feature_size)
-    model = UNETR(in_channels=in_channels, out_channels=out_channels, img_size=(roi_size,) * 3,
+    model = UNETR(in_channels=in_channels, out_channels=out_channels, img_size=shape,
                   feature_size=feature_size, hidden_size=width, mlp_dim=4 * width, num_heads=12,
                   norm_name=_instance(affine_norm), spatial_dims=3)
     return replace_instance_norms(model)
@@ -91,9 +94,10 @@ def _infer_unetr(state_dict: Mapping[str, torch.Tensor]) -> dict:
 def _build_segresnet(feature_size: int, in_channels: int, out_channels: int, affine_norm: bool, roi_size: int = 96):
     from monai.networks.nets import SegResNet
 
-    # GroupNorm (8 groups) with affine parameters, MONAI's default for SegResNet.
+    # GroupNorm (8 groups, MONAI's default for SegResNet; fewer where 8 does not divide the filters,
+    # e.g. 4 for 12) with affine parameters.
     return SegResNet(spatial_dims=3, init_filters=feature_size, in_channels=in_channels, out_channels=out_channels,
-                     norm=("GROUP", {"num_groups": min(8, feature_size), "affine": affine_norm}))
+                     norm=("GROUP", {"num_groups": math.gcd(8, feature_size), "affine": affine_norm}))
 
 
 def _infer_segresnet(state_dict: Mapping[str, torch.Tensor]) -> dict:
@@ -146,7 +150,7 @@ def network_spec(network: str) -> NetworkSpec:
 
 
 def build_model(feature_size: int = 48, in_channels: int = 1, out_channels: int | None = None,
-                affine_norm: bool = True, network: str = "swinunetr", roi_size: int = 96,
+                affine_norm: bool = True, network: str = "swinunetr", roi_size: int | tuple = 96,
                 variant: str | None = None) -> torch.nn.Module:
     """Build a randomly initialised Swin-BOB network.
 
@@ -158,7 +162,8 @@ def build_model(feature_size: int = 48, in_channels: int = 1, out_channels: int 
             adapts them as well as the Swin encoder's LayerNorms. MONAI's default (False) leaves
             only the LayerNorms adaptable.
         network: a key of :data:`NETWORKS` (swinunetr, unetr, segresnet, unet).
-        roi_size: patch edge the network is built for (only UNETR's position embedding depends on it).
+        roi_size: patch edge (or x, y, z edges) the network is built for (only UNETR's position
+            embedding depends on it).
         variant: Swin-UNETR patch merging, a key of :data:`SwinBOBLib.models.legacy.VARIANTS` (``legacy``
             for weights trained with MONAI < 1.5); None: ``fixed``, MONAI's current order, the one
             new SwinBOB models train with. Ignored by the other networks.
@@ -175,8 +180,8 @@ def build_model(feature_size: int = 48, in_channels: int = 1, out_channels: int 
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     spec = network_spec(network)
     extra = {"variant": variant} if spec.variants else {}
-    return spec.build(int(feature_size), int(in_channels), int(out_channels), bool(affine_norm), int(roi_size),
-                      **extra)
+    return spec.build(int(feature_size), int(in_channels), int(out_channels), bool(affine_norm),
+                      roi_shape(roi_size), **extra)
 
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:

@@ -31,8 +31,10 @@ def output_suffix(path: Path) -> str:
     return ".nii.gz"
 
 
-#: Files ``segment`` writes into a case folder (``labels``/``entropy`` with the image's suffix).
-OUTPUT_FILES = ("labels", "entropy", "organs.csv", "report.json", "preview.png")
+#: Files ``segment`` writes into a case folder (``labels``/``entropy`` with the image's suffix; the
+#: three ``.dcm`` objects with ``--output-type dicom``, see :data:`~SwinBOBLib.outputs.dicom_common.DICOM_FILES`).
+OUTPUT_FILES = ("labels", "entropy", "organs.csv", "report.json", "preview.png",
+                "labels_seg.dcm", "entropy_pmap.dcm", "organs_sr.dcm")
 
 
 # Hidden temporary files of earlier, interrupted versions (atomic writes beside the target).

@@ -12,10 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from SwinBOBLib.inference.device import select_device
 from SwinBOBLib.io import memory as host_memory
 from SwinBOBLib.io.memory import InsufficientMemoryError, format_bytes
 from SwinBOBLib.labels.layouts import channel_layout
+from SwinBOBLib.models.metadata import roi_shape
 from SwinBOBLib.models.networks import roi_multiple
 from SwinBOBLib.training.synthesis import SYNTHESIS_MODES, SynthesisConfig
 
@@ -30,7 +33,7 @@ class TrainConfig:
 
     network: str = "swinunetr"  # swinunetr (Swin-BOB), unetr, segresnet or unet
     feature_size: int = 48  # Swin-UNETR embedding size (paper: 48)
-    roi_size: int = 96  # training crop edge in voxels (paper: 96^3)
+    roi_size: int | tuple[int, int, int] = 96  # training crop: an edge in voxels (paper: 96^3) or x, y, z edges
     batch_size: int = 8  # crops per optimisation step (paper: 8)
     crops_per_volume: int = 4  # random foreground crops drawn from each loaded volume (at most batch_size)
     epochs: int = 3000  # paper: 3000 epochs
@@ -81,7 +84,7 @@ class TrainConfig:
 
 
 #: Whole-number options; a value such as ``epochs: 1.7`` or ``true`` is refused, not truncated.
-INTEGER_OPTIONS = ("feature_size", "roi_size", "batch_size", "crops_per_volume", "epochs", "max_steps",
+INTEGER_OPTIONS = ("feature_size", "batch_size", "crops_per_volume", "epochs", "max_steps",
                    "restart_epochs", "val_every", "checkpoint_every", "seed", "num_workers")
 
 #: Real-number options -> (lowest, highest, whether the lowest is allowed).
@@ -124,6 +127,8 @@ def _typed(config: TrainConfig, source: str) -> TrainConfig:
     for name in INTEGER_OPTIONS:
         value = getattr(config, name)
         values[name] = None if value is None and name == "max_steps" else _integer(name, value, source)
+    roi = roi_shape(config.roi_size, f"{source}: roi_size")
+    values["roi_size"] = roi[0] if len(set(roi)) == 1 else roi
     for name in REAL_OPTIONS:
         values[name] = _real(name, getattr(config, name), source)
     for name in BOOLEAN_OPTIONS:
@@ -144,13 +149,13 @@ def check_config(config: TrainConfig, source: str = "config") -> TrainConfig:
     Returns the config with its numbers converted (a YAML string ``"1e-4"`` becomes 1e-4).
     """
     config = _typed(config, source)
-    positive = ("feature_size", "roi_size", "batch_size", "crops_per_volume", "epochs", "restart_epochs",
+    positive = ("feature_size", "batch_size", "crops_per_volume", "epochs", "restart_epochs",
                 "val_every", "checkpoint_every")
     for name in positive:
         if int(getattr(config, name)) < 1:
             raise ValueError(f"{source}: {name} must be at least 1, got {getattr(config, name)}")
     multiple = roi_multiple(config.network)  # also refuses an unknown network
-    if config.roi_size % multiple:
+    if any(edge % multiple for edge in roi_shape(config.roi_size)):
         raise ValueError(f"{source}: roi_size must be a multiple of {multiple} for {config.network}, "
                          f"got {config.roi_size}")
     if config.cache not in ("memory", "disk", "none"):
@@ -209,13 +214,19 @@ def training_memory_bytes(config: TrainConfig, parameters: int | None = None) ->
     :data:`TRAIN_BASE_BYTES`. bf16 autocast (``cpu_amp``) keeps the activations in half the bytes.
     """
     channels = channel_layout(config.scheme, "compact").num_channels
-    voxels = float(config.batch_size) * float(config.roi_size) ** 3
+    voxels = float(config.batch_size) * float(np.prod(roi_shape(config.roi_size)))
     per_voxel = TRAIN_BYTES_PER_VOXEL_CHANNEL * channels + TRAIN_BYTES_PER_VOXEL_FEATURE * config.feature_size
     if config.cpu_amp:
         per_voxel *= 0.6
     if parameters is None:  # Swin-UNETR holds about 27,000 f^2 weights (62 M at 48 features)
         parameters = 27_000 * config.feature_size ** 2
     return voxels * per_voxel + 16.0 * parameters + TRAIN_BASE_BYTES
+
+
+def crop_text(roi) -> str:
+    """``96^3`` for a cube, ``80x64x16`` otherwise (messages, progress)."""
+    shape = roi_shape(roi)
+    return f"{shape[0]}^3" if len(set(shape)) == 1 else "x".join(map(str, shape))
 
 
 def check_training_memory(config: TrainConfig, source: str = "options") -> float | None:
@@ -241,7 +252,7 @@ def check_training_memory(config: TrainConfig, source: str = "options") -> float
     settings = " ".join(f"--set {k}={v}" for k, v in CPU_RECIPE.items())
     raise InsufficientMemoryError(
         f"not enough memory to train ({source}): {config.network} ({config.feature_size} features, batch of {config.batch_size} "
-        f"crops of {config.roi_size}^3 voxels) on the CPU needs about {format_bytes(need)} of memory; this "
+        f"crops of {crop_text(config.roi_size)} voxels) on the CPU needs about {format_bytes(need)} of memory; this "
         f"machine allows {format_bytes(limit)}. Train on a GPU (--device cuda), or for a CPU run use {settings} "
         f"(about {format_bytes(training_memory_bytes(small))})")
 

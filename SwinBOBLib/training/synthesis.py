@@ -57,7 +57,8 @@ from monai.transforms import (
 )
 
 from SwinBOBLib.inference.preprocess import normalize_intensity
-from SwinBOBLib.labels.layouts import ChannelLayout
+from SwinBOBLib.labels.layouts import ChannelLayout, lateral_swap_table
+from SwinBOBLib.labels.schemes import get_scheme
 
 #: Label value that the training loss ignores (set in ``label`` after synthesis).
 IGNORE = 255
@@ -123,6 +124,8 @@ class SynthesisConfig:
     slab_mm: tuple[float, float] = (40.0, 120.0)  # slab thickness
     tissue_classes: int = 4  # intensity clusters of the unlabelled body (0 switches the split off)
     unlabelled_body: str = "partial"  # loss on the unlabelled body: "partial" (not the case's structures) or "ignore"
+    mirror_prob: float = 0.0  # mirror left-right with the paired labels exchanged (kidney_left <-> kidney_right)
+    shared_tissues: bool = False  # all muscles one Gaussian, all fat compartments another (SynthSeg's classes)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, source: str = "synthesis options") -> "SynthesisConfig":
@@ -146,6 +149,10 @@ class SynthesisConfig:
             raise ValueError(f"{source}: tied_prob must be in [0, 1], got {config.tied_prob}")
         if not 0.0 <= float(config.shift) < 0.5:
             raise ValueError(f"{source}: shift must be in [0, 0.5) (a fraction of the patch), got {config.shift}")
+        if not 0.0 <= float(config.mirror_prob) <= 1.0:
+            raise ValueError(f"{source}: mirror_prob must be in [0, 1], got {config.mirror_prob}")
+        if not isinstance(config.shared_tissues, bool):
+            raise ValueError(f"{source}: shared_tissues must be true or false, got {config.shared_tissues!r}")
         return config
 
     def to_dict(self) -> dict:
@@ -243,14 +250,18 @@ class AllowedChannelsd(MapTransform):
         return d
 
 
-def render_intensities(gen: np.ndarray, rng: np.random.RandomState, config: SynthesisConfig) -> np.ndarray:
+def render_intensities(gen: np.ndarray, rng: np.random.RandomState, config: SynthesisConfig,
+                       groups: Sequence[Sequence[int]] = ()) -> np.ndarray:
     """An image ``gen.shape`` float32: each generation label drawn from its own Gaussian, whose mean
     and spread are drawn per call from ``config.mean_range`` / ``config.std_range``. With
     ``config.tied_prob`` each label present takes, with that probability, the Gaussian of another
     label present: structures that share one intensity, as many do in any one MR contrast (spleen
-    and muscle, say), so that shape and context must tell them apart."""
+    and muscle, say), so that shape and context must tell them apart. Each of ``groups`` (label
+    values; :func:`tissue_groups`) is rendered with one Gaussian."""
     means = rng.uniform(*config.mean_range, size=_TABLE).astype(np.float32)
     stds = rng.uniform(*config.std_range, size=_TABLE).astype(np.float32)
+    for group in groups:  # tissues that look alike in every MR contrast share one Gaussian (no draws)
+        means[group], stds[group] = means[group[0]], stds[group[0]]
     if config.tied_prob > 0:  # no draws without it: the seeded stream stays as it was
         present = np.unique(np.asarray(gen))
         present = present[(present > 0) & (present != PAD)]
@@ -266,6 +277,53 @@ def render_intensities(gen: np.ndarray, rng: np.random.RandomState, config: Synt
     return means[index] + stds[index] * noise
 
 
+#: Scheme groups whose structures look alike in every MR contrast: each is one generation class when
+#: ``shared_tissues`` is on (muscles; fat compartments).
+SHARED_TISSUES = {"muscle": ("muscle",), "fat": ("subcutaneous_fat", "inner_fat")}
+
+
+def tissue_groups(scheme: str) -> list[list[int]]:
+    """Label values rendered alike under ``shared_tissues``: every structure of the scheme's
+    ``muscle`` group plus its generic muscle class, and its fat compartments."""
+    structures = get_scheme(scheme).structures
+    muscles = [i for i, s in structures.items() if s.group == "muscle" or s.name in SHARED_TISSUES["muscle"]]
+    fats = [i for i, s in structures.items() if s.name in SHARED_TISSUES["fat"]]
+    return [sorted(g) for g in (muscles, fats) if len(g) > 1]
+
+
+def mirror_table(layout: ChannelLayout) -> np.ndarray:
+    """``table[generation label]``: the label of the same structure on the other side (others unchanged)."""
+    table = np.arange(_TABLE, dtype=np.int64)
+    for label, partner in get_scheme(layout.scheme).lateral_partners().items():
+        if label < TISSUE_BASE and partner < TISSUE_BASE:
+            table[label] = partner
+    return table
+
+
+class RandMirrord(RandomizableTransform, MapTransform):
+    """Mirror a crop's generation labels left-right (model axis 0) with probability ``prob``, exchanging
+    the paired labels, so a mirrored body is labelled as the anatomy it shows; the case's
+    ``allowed`` channels are exchanged the same way."""
+
+    def __init__(self, layout: ChannelLayout, prob: float, gen_key: str = "gen"):
+        RandomizableTransform.__init__(self, prob)
+        MapTransform.__init__(self, [gen_key])
+        self.gen_key = gen_key
+        self.values = torch.from_numpy(mirror_table(layout))
+        self.channels = torch.from_numpy(lateral_swap_table(layout))
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        gen = torch.as_tensor(d[self.gen_key])
+        d[self.gen_key] = self.values[torch.flip(gen, dims=[1]).long()].to(gen.dtype)
+        if "allowed" in d:
+            d["allowed"] = torch.as_tensor(d["allowed"])[self.channels]
+        return d
+
+
 class RandRenderd(RandomizableTransform, MapTransform):
     """``gen`` -> ``image`` (rendered intensities), ``label`` (training targets) and ``pad`` (voxels
     beyond the scan, zeroed again after the intensity transforms by :class:`RandSlabd`)."""
@@ -275,11 +333,12 @@ class RandRenderd(RandomizableTransform, MapTransform):
         MapTransform.__init__(self, [gen_key])
         self.gen_key, self.config = gen_key, config
         self.table = target_table(layout, config.unlabelled_body)
+        self.groups = tissue_groups(layout.scheme) if config.shared_tissues else ()
 
     def __call__(self, data: Mapping) -> dict:
         d = dict(data)
         gen = np.asarray(d.pop(self.gen_key), dtype=np.int64)
-        d["image"] = torch.from_numpy(render_intensities(gen, self.R, self.config))
+        d["image"] = torch.from_numpy(render_intensities(gen, self.R, self.config, self.groups))
         d["label"] = torch.from_numpy(self.table[np.clip(gen, 0, _TABLE - 1)])
         d["pad"] = torch.from_numpy(gen == PAD)
         return d
@@ -387,7 +446,8 @@ def synthesis_transforms(layout: ChannelLayout, roi_size: Sequence[int], crops_p
     moves = [float(config.shift) * r for r in roi]
     crop = [int(round(r * config.crop_margin + 2 * m)) for r, m in zip(roi, moves)]
     head = [AllowedChannelsd(layout)] if config.unlabelled_body == "partial" else []
-    steps = head + _crop_sampling(config, crop, crops_per_volume) + _deform(config, roi, moves) + [
+    mirror = [RandMirrord(layout, config.mirror_prob)] if config.mirror_prob > 0 else []  # else no draws
+    steps = head + _crop_sampling(config, crop, crops_per_volume) + _deform(config, roi, moves) + mirror + [
         RandRenderd(layout, config),
         RandGaussianSmoothd(["image"], sigma_x=config.blur_sigma, sigma_y=config.blur_sigma,
                             sigma_z=config.blur_sigma, prob=0.8),

@@ -44,7 +44,7 @@ from SwinBOBLib.models.loading import (
     read_checkpoint_file,
     save_checkpoint,
 )
-from SwinBOBLib.models.metadata import CheckpointMetadata
+from SwinBOBLib.models.metadata import CheckpointMetadata, roi_shape
 from SwinBOBLib.models.networks import NETWORKS, build_model
 from SwinBOBLib.runtime.locks import folder_lock
 from SwinBOBLib.runtime.progress import ProgressWriter
@@ -58,7 +58,12 @@ from SwinBOBLib.training.data import (
     prepare_generation_case,
     training_cases,
 )
-from SwinBOBLib.training.distributed import all_true, barrier, init_distributed, leave_process_group
+from SwinBOBLib.training.distributed import (
+    all_true,
+    barrier,
+    init_distributed,
+    leave_process_group,
+)
 from SwinBOBLib.training.losses import MaskedDiceCELoss
 from SwinBOBLib.training.synthesis import (
     IGNORE,
@@ -193,11 +198,11 @@ class Trainer:
         crops, volumes = crops_and_volumes(c)
         if c.synthesis != "off":
             spacing = c.target_spacing_mm or (1.0, 1.0, 1.0)
-            augment = synthesis_transforms(self.layout, (c.roi_size,) * 3, crops, spacing,
+            augment = synthesis_transforms(self.layout, roi_shape(c.roi_size), crops, spacing,
                                            SynthesisConfig.from_dict(c.synthesis_options), c.intensity,
                                            self.metadata.intensity_params)
         else:
-            augment = training_transforms(self.layout, (c.roi_size,) * 3, crops, c.flip_prob,
+            augment = training_transforms(self.layout, roi_shape(c.roi_size), crops, c.flip_prob,
                                           c.lateral_flip, c.rotate90_prob, c.intensity_shift)
         data = make_dataset(augment_cases, self.dataset.scheme, self.metadata, c, self.run_dir, augment)
         sampler = DistributedSampler(data, num_replicas=self.ctx.world_size, rank=self.ctx.rank,
@@ -308,7 +313,7 @@ class Trainer:
         for index, case in enumerate(cases):
             prepared = self._validation_case(index, case)
             image = torch.from_numpy(prepared["image"])[None]
-            probs, _ = predict_probabilities(self.model, image, (self.config.roi_size,) * 3, config, self.device)
+            probs, _ = predict_probabilities(self.model, image, roi_shape(self.config.roi_size), config, self.device)
             predicted = probs[0].argmax(0).cpu().numpy()
             reference = prepared["label"][0]
             known = ~np.isin(reference, prepared.get("ignore", ()))  # tissue the label map does not name

@@ -19,7 +19,8 @@ from SwinBOBLib.io.files import write_csv_atomic, write_text_atomic
 from SwinBOBLib.labels.schemes import get_scheme
 from SwinBOBLib.outputs.folders import foreign_files
 from SwinBOBLib.runtime.resources import DEFAULT_BOUNDS, DEMO_MODEL, bundled
-from SwinBOBLib.solf.bounds import flag, geometry_warnings, load_bounds
+from SwinBOBLib.solf.bounds import geometry_warnings, load_bounds
+from SwinBOBLib.solf.comparable import VERDICTS, judge, reason_text
 from SwinBOBLib.solf.features import organ_features
 from SwinBOBLib.workflows.segment import load_model_for_cli, segment_file
 
@@ -40,23 +41,29 @@ DEMO_FILES = ("solf.csv", "reference_scores.csv", "demo.json")
 
 
 def solf_rows(labelmap: np.ndarray, spacing, bounds_path) -> list[dict]:
-    """Per structure: the three SOLF features, which are out of the bounds, the 2-of-3 verdict, and
-    the cohort the verdict is against (``against``: e.g. "synthetic cohort, N=60")."""
+    """Per structure: the three SOLF features, the verdict (``plausible``, ``inaccurate``,
+    ``missing`` or ``not comparable``; :func:`~SwinBOBLib.solf.comparable.judge`), the features judged,
+    those out of range, why the others were not judged, and the cohort the verdict is against
+    (``against``: e.g. "synthetic cohort, N=60"). Structures without bounds get ``no bounds``."""
     features = organ_features(labelmap, spacing=spacing)
     bounds = bounds_path if isinstance(bounds_path, dict) else load_bounds(bounds_path)  # a path or a Bounds
-    flags = flag(features, bounds)
+    verdicts = judge(features, bounds, labelmap, spacing)
     cohort = bounds.cohort or {}
     against = (f"{'synthetic' if cohort.get('synthetic') else 'recorded' if cohort else 'unrecorded'} cohort, "
                f"N={bounds.n_samples}")
     scheme = get_scheme("ukbob")
     rows = []
-    for index, values in sorted(features.items()):
-        verdict = flags.get(index, {})
-        rows.append({"index": index, "name": scheme.name_of(index), "volume_ml": values["volume_mm3"] / 1000,
-                     "normalized_volume": values["normalized_volume"], "sphericity": values["sphericity"],
-                     "eccentricity": values["eccentricity"],
-                     "out_of_range": ";".join(verdict.get("out_of_range", [])),
-                     "inaccurate": bool(verdict.get("inaccurate", False)), "against": against})
+    for index in sorted(set(features) | set(verdicts)):
+        values = features.get(index, {})
+        entry = verdicts.get(index)
+        rows.append({"index": index, "name": scheme.name_of(index),
+                     "volume_ml": values["volume_mm3"] / 1000 if values else 0.0,
+                     **{f: values.get(f, float("nan")) for f in ("normalized_volume", "sphericity", "eccentricity")},
+                     "verdict": entry["verdict"] if entry else "not comparable",
+                     "judged": ";".join(entry["judged"]) if entry else "",
+                     "out_of_range": ";".join(entry["out_of_range"]) if entry else "",
+                     "reason": reason_text(entry) if entry else "the bounds' cohort never had this structure",
+                     "inaccurate": bool(entry and entry["verdict"] == "inaccurate"), "against": against})
     return rows
 
 
@@ -100,10 +107,37 @@ def run_demo(output_dir: str | os.PathLike, image_path=SAMPLE_MR, labels_path=SA
     summary = {"input": str(image_path), "checkpoint": str(checkpoint), "model": report["model"],
                "bounds": str(bounds), "bounds_cohort": loaded_bounds.cohort, "solf_warnings": bounds_notes,
                "device": report["device"], "entropy": report["entropy"], "timings": report["timings"],
-               "structures": len(solf), "flagged_by_solf": [r["name"] for r in solf if r["inaccurate"]],
+               "structures": len(solf), "flagged_by_solf": [r["name"] for r in solf
+                                                            if r["verdict"] in ("inaccurate", "missing")],
+               "verdicts": {v: [r["name"] for r in solf if r["verdict"] == v] for v in VERDICTS},
+               "reference_scores": {s["structure"]: round(float(s["dice"]), 3) for s in scores},
                "mean_dice_vs_reference": float(np.mean([s["dice"] for s in scores])) if scores else None,
                "seconds": round(time.perf_counter() - started, 2),
                "outputs": ["labels.nii.gz", "entropy.nii.gz", "organs.csv", "report.json", "preview.png",
                            "solf.csv", "reference_scores.csv", "demo.json"]}
     write_text_atomic(out / "demo.json", json.dumps(summary, indent=2, default=str))
     return summary
+
+
+#: Structures the plain summary names first when the reference has them.
+HEADLINE = ("liver", "spleen", "kidney_left", "kidney_right")
+
+
+def plain_summary(summary: dict, output_dir) -> list[str]:
+    """A few sentences a newcomer can read: what was found, how it scored against the sample's
+    reference, what SOLF said, and where to look."""
+    verdicts = summary["verdicts"]
+    scores = summary.get("reference_scores") or {}
+    lines = [f"SwinBOB segmented {summary['structures']} structures in the sample MRI with "
+             f"{'the DEMO model (not Swin-BOB)' if summary['model'].get('demo') else summary['model']['name']}."]
+    if scores:
+        named = [f"{n} {scores[n]:.2f}" for n in HEADLINE if n in scores]
+        lines.append(f"Against the sample's reference labels, mean Dice {summary['mean_dice_vs_reference']:.2f} "
+                     f"over {len(scores)} shared structures" + (f" ({', '.join(named)})." if named else "."))
+    counts = ", ".join(f"{len(verdicts[v])} {v}" for v in VERDICTS if verdicts.get(v))
+    lines.append(f"SOLF shape check: {counts or 'nothing judged'}"
+                 + (" (a scan unlike the bounds' cohort is not judged on what does not compare; see solf.csv)."
+                    if verdicts.get("not comparable") else "."))
+    lines.append(f"Look at {Path(output_dir) / 'preview.png'} first; open labels.nii.gz and entropy.nii.gz "
+                 "(where the model is unsure) over the scan in 3D Slicer.")
+    return lines

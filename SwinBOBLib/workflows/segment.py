@@ -9,7 +9,10 @@ the model is loaded once. For each scan OUTDIR (or OUTDIR/<id> in batch mode) re
 * ``organs.csv``: per structure: voxels, volume (ml), mean and max entropy, SOLF shape features,
 * ``report.json``: inputs, checkpoint and its metadata, device, effective configuration,
   timings, entropy before/after ETTA, warnings,
-* ``preview.png``: axial, coronal and sagittal slices with labels and entropy overlaid.
+* ``preview.png``: axial, coronal and sagittal slices with labels and entropy overlaid,
+* with ``output_type="dicom"`` (a DICOM series input only): ``labels_seg.dcm`` (DICOM SEG),
+  ``entropy_pmap.dcm`` (Parametric Map of the entropy in nats) and ``organs_sr.dcm`` (TID 1500
+  report of the organ table with SOLF verdicts); see docs/dicom.md.
 
 A bad input is refused before anything is written.
 """
@@ -24,9 +27,9 @@ import platform
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
 
 from SwinBOBLib import __version__, io
 from SwinBOBLib.inference.config import InferenceConfig, effective_config
@@ -34,9 +37,17 @@ from SwinBOBLib.inference.etta import EttaConfig
 from SwinBOBLib.inference.pipeline import segment_image
 from SwinBOBLib.inference.provenance import preprocessing_record
 from SwinBOBLib.models.loading import load_checkpoint
-from SwinBOBLib.outputs.folders import foreign_files, json_default, output_suffix, write_outputs
+from SwinBOBLib.outputs.dicom_common import source_files
+from SwinBOBLib.outputs.dicom_outputs import OUTPUT_TYPES, write_dicom_outputs
+from SwinBOBLib.outputs.folders import (
+    foreign_files,
+    json_default,
+    output_suffix,
+    write_outputs,
+)
 from SwinBOBLib.outputs.provenance import model_record
-from SwinBOBLib.runtime.resources import DEMO_MODEL, bundled
+from SwinBOBLib.runtime.resources import DEFAULT_BOUNDS, DEMO_MODEL, bundled
+from SwinBOBLib.solf.bounds import load_bounds
 
 
 def list_inputs(source: str | os.PathLike) -> list[tuple[str, Path]]:
@@ -95,7 +106,8 @@ def _input_info(image: io.Image, path: Path) -> dict:
 
 def segment_file(path: Path, outdir: Path, model, metadata, config: InferenceConfig, etta_config: EttaConfig,
                  checkpoint_info: dict, preview: bool = True, progress=None, *, extra_outputs: Sequence[str] = (),
-                 shown_warnings: set | None = None) -> dict:
+                 shown_warnings: set | None = None, output_type: str = "nifti", bounds: Path | None = None,
+                 series_uid: str | None = None, input_record: dict | None = None) -> dict:
     """Load, segment and write one scan; returns its report. Nothing is written for a bad input.
 
     The outputs are written into a hidden staging folder beside ``outdir`` and moved into place
@@ -107,9 +119,17 @@ def segment_file(path: Path, outdir: Path, model, metadata, config: InferenceCon
         progress: ``progress(stage, done, total)``, passed to :func:`~SwinBOBLib.inference.pipeline.segment_image`.
         shown_warnings: warnings (with the file name taken out) already shown in this batch;
             repeats are recorded in the report but not printed again.
+        output_type: ``nifti`` (the default outputs) or ``dicom`` (also the DICOM SEG, entropy
+            Parametric Map and TID 1500 report, :func:`write_dicom_outputs`; the input must be a
+            DICOM series, refused before inference otherwise).
+        bounds: SOLF bounds file that judges each structure in the DICOM report (default: the
+            bundled bounds).
+        series_uid: which series of a DICOM folder holding several.
+        input_record: more about the input for ``report.json`` (e.g. the DICOMweb study it came from).
 
     Raises:
         FileExistsError: ``outdir`` holds files SwinBOB did not write (see :func:`foreign_files`).
+        NoDicomSourceError: ``output_type`` dicom for an input that is not a DICOM series.
     """
     found = foreign_files(outdir, [path], extra_outputs)
     if found:
@@ -119,35 +139,57 @@ def segment_file(path: Path, outdir: Path, model, metadata, config: InferenceCon
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        image = io.load_image(path)
+        image = io.load_image(path, series_uid=series_uid)
         load_s = time.perf_counter() - started
+        solf_bounds = _dicom_output_checks(image, output_type, bounds)
         result = segment_image(image, model, metadata, config, etta_config, progress)
         # Every preprocessing value and its source; one warning per value the checkpoint did not give.
         preprocessing = preprocessing_record(metadata, config, warn=True)
     messages = sorted({str(w.message) for w in caught})
     _show_warnings(messages, path, shown_warnings)
-    stats = dict(result.stats)
-    etta_stats = stats.pop("etta", None)
-    report = {"swinbob_version": __version__, "input": _input_info(image, path),
-              "model": checkpoint_info.get("model") or model_record(metadata, checkpoint_info.get("path")),
-              "checkpoint": checkpoint_info,
-              "device": stats.get("device"), "host": platform.node(), "config": effective_config(config, metadata),
-              "etta_config": asdict(etta_config) if config.etta else None, "preprocessing": preprocessing,
-              "timings": {"load_s": load_s, **stats.pop("timings")},
-              "entropy": {"mean": stats.get("mean_entropy"),
-                          "etta_before": etta_stats["entropy_before"] if etta_stats else None,
-                          "etta_after": etta_stats["entropy_after"] if etta_stats else None,
-                          "etta_measured_on": etta_stats["entropy_measured_on"] if etta_stats else None},
-              "etta": {k: v for k, v in etta_stats.items() if k != "config"} if etta_stats else None,
-              "inference": stats, "warnings": messages}
+    report = _report(image, path, result, metadata, config, etta_config, checkpoint_info, preprocessing, messages,
+                     load_s, input_record)
     t0 = time.perf_counter()
     with io.staged_folder(outdir, replaceable=ours) as staging:  # files saved there meanwhile are kept
         written = write_outputs(result, image, staging, output_suffix(path), report, metadata.scheme, preview)
+        if output_type == "dicom":
+            written.update(write_dicom_outputs(result, image, staging, report, metadata.scheme, *solf_bounds))
         report["outputs"] = {k: str(Path(outdir) / v.name) for k, v in written.items()}
         report["timings"]["write_s"] = time.perf_counter() - t0
         report["timings"]["wall_s"] = time.perf_counter() - started
         io.write_text_atomic(staging / "report.json", json.dumps(report, indent=2, default=json_default))
     return report
+
+
+def _report(image, path, result, metadata, config, etta_config, checkpoint_info, preprocessing, messages,
+            load_s: float, input_record: dict | None) -> dict:
+    """The report of one scan (``report.json``) before its outputs are written."""
+    stats = dict(result.stats)
+    etta_stats = stats.pop("etta", None)
+    return {"swinbob_version": __version__, "input": {**_input_info(image, path), **(input_record or {})},
+            "model": checkpoint_info.get("model") or model_record(metadata, checkpoint_info.get("path")),
+            "checkpoint": checkpoint_info,
+            "device": stats.get("device"), "host": platform.node(), "config": effective_config(config, metadata),
+            "etta_config": asdict(etta_config) if config.etta else None, "preprocessing": preprocessing,
+            "timings": {"load_s": load_s, **stats.pop("timings")},
+            "entropy": {"mean": stats.get("mean_entropy"),
+                        "etta_before": etta_stats["entropy_before"] if etta_stats else None,
+                        "etta_after": etta_stats["entropy_after"] if etta_stats else None,
+                        "etta_measured_on": etta_stats["entropy_measured_on"] if etta_stats else None},
+            "etta": {k: v for k, v in etta_stats.items() if k != "config"} if etta_stats else None,
+            "inference": stats, "warnings": messages}
+
+
+def _dicom_output_checks(image: io.Image, output_type: str, bounds: Path | None) -> tuple:
+    """Before inference: the output type is known and, for DICOM output, the input is a DICOM
+    series; returns ``(SOLF bounds, their file name)`` for the report (None, None for NIfTI)."""
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"output type '{output_type}': expected one of {', '.join(OUTPUT_TYPES)}")
+    if output_type != "dicom":
+        return None, None
+    source_files(image)  # raises NoDicomSourceError for a NIfTI/NRRD/MHA input
+    path = Path(bounds) if bounds else bundled(DEFAULT_BOUNDS, "SOLF bounds")
+    return load_bounds(path), path.name
 
 
 def _show_warnings(messages: Sequence[str], path: Path, shown: set | None) -> None:

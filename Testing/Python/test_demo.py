@@ -21,7 +21,7 @@ def test_demo_with_the_bundled_model_and_bounds(tmp_path, samples):
         assert out.array.shape == image.array.shape and np.array_equal(out.affine, image.affine)
     solf = list(csv.DictReader((tmp_path / "solf.csv").read_text(encoding="utf-8").splitlines()))
     assert len(solf) == summary["structures"] > 0
-    assert {r["inaccurate"] for r in solf} <= {"True", "False"}
+    assert {r["verdict"] for r in solf} <= {"plausible", "inaccurate", "missing", "not comparable"}
     entropy = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))["entropy"]
     assert entropy["etta_before"] is not None and entropy["etta_after"] is not None
     scores = list(csv.DictReader((tmp_path / "reference_scores.csv").read_text(encoding="utf-8").splitlines()))
@@ -42,3 +42,13 @@ def test_demo_says_which_model_and_which_bounds(tmp_path):
     assert any("extent" in note for note in summary["solf_warnings"])
     solf = list(csv.DictReader((tmp_path / "solf.csv").read_text(encoding="utf-8").splitlines()))
     assert {r["against"] for r in solf} == {"synthetic cohort, N=60"}
+    # The 60 mm slab is not judged on normalised volume, nor on what its edges cut: no red
+    # "inaccurate" on every structure, a reason on every "not comparable".
+    assert all("normalized_volume" not in r["judged"] for r in solf)
+    assert sum(r["verdict"] == "not comparable" for r in solf) > len(solf) / 2
+    assert all(r["reason"] for r in solf if r["verdict"] == "not comparable")
+    assert summary["verdicts"]["not comparable"] and not summary["verdicts"]["missing"]
+    report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert "liver" in report["model"]["structures"] and "background" not in report["model"]["structures"]
+    lines = demo.plain_summary(summary, tmp_path)
+    assert "DEMO model" in lines[0] and "mean Dice" in lines[1] and "preview.png" in lines[-1]

@@ -131,6 +131,12 @@ def test_solf_verdicts(ctx, result, bounds):
     selftests.check_solf_verdicts(ctx, result, bounds)
 
 
+def test_slab_verdicts_match_solf_csv(ctx):
+    from SwinBOBLib.runtime.resources import DEFAULT_BOUNDS
+
+    selftests.check_slab_verdicts_match_solf_csv(ctx, str(DEFAULT_BOUNDS))
+
+
 def test_centre_on_structure(ctx, result):
     selftests.check_centre_on_structure(ctx, result)
 

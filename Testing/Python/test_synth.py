@@ -18,6 +18,7 @@ from SwinBOBLib.training.synthesis import (
     PAD,
     PARTIAL,
     TISSUE_BASE,
+    RandMirrord,
     RandSlabd,
     SynthesisConfig,
     allowed_channels,
@@ -26,6 +27,7 @@ from SwinBOBLib.training.synthesis import (
     synthesis_transforms,
     synthesize_volume,
     target_table,
+    tissue_groups,
 )
 
 LAYOUT = labels.channel_layout("ukbob", "compact")
@@ -366,6 +368,46 @@ def test_tied_labels_share_one_intensity_and_untied_ones_do_not():
     image = render_intensities(gen, np.random.RandomState(3), SynthesisConfig(tied_prob=1.0, **flat))
     np.testing.assert_array_equal(image, render_intensities(gen, np.random.RandomState(3),
                                                             SynthesisConfig(tied_prob=1.0, **flat)))
+
+
+def test_shared_tissues_render_every_muscle_alike_and_organs_apart():
+    scheme = labels.get_scheme("ukbob")
+    muscle, fat = tissue_groups("ukbob")
+    assert {scheme.name_of(i) for i in fat} == {"subcutaneous_fat", "inner_fat"}
+    assert {"muscle", "iliopsoas_left", "gluteus_maximus_right", "autochthon_left"} <= {scheme.name_of(i) for i in muscle}
+    assert scheme.lookup("spleen") not in muscle + fat
+    gen = np.zeros((12, 12, 12), np.int64)
+    gen[:3], gen[3:6], gen[6:9], gen[9:] = scheme.lookup("muscle"), scheme.lookup("iliopsoas_left"), \
+        scheme.lookup("spleen"), scheme.lookup("inner_fat")
+    flat = dict(std_range=(0.0, 0.0), dark_background_prob=0.0)
+    for seed in range(5):
+        image = render_intensities(gen, np.random.RandomState(seed), SynthesisConfig(shared_tissues=True, **flat),
+                                   tissue_groups("ukbob"))
+        assert image[:3].mean() == image[3:6].mean() != image[6:9].mean()
+        alone = render_intensities(gen, np.random.RandomState(seed), SynthesisConfig(**flat))
+        assert alone[:3].mean() != alone[3:6].mean()
+
+
+def test_mirroring_flips_left_right_and_exchanges_the_paired_labels():
+    scheme = labels.get_scheme("ukbob")
+    left, right, liver = (scheme.lookup(n) for n in ("kidney_left", "kidney_right", "liver"))
+    gen = torch.zeros((1, 6, 4, 4), dtype=torch.int16)
+    gen[0, 0], gen[0, 5], gen[0, 2] = left, TISSUE_BASE, liver
+    allowed = torch.ones(LAYOUT.num_channels)
+    allowed[LAYOUT.channel_lookup()[left]] = 0  # the case contains a left kidney
+    mirror = RandMirrord(LAYOUT, prob=1.0)
+    out = mirror({"gen": gen, "allowed": allowed})
+    assert (out["gen"][0, 5] == right).all() and (out["gen"][0, 0] == TISSUE_BASE).all()
+    assert (out["gen"][0, 3] == liver).all()  # unpaired: mirrored, same label
+    assert out["allowed"][LAYOUT.channel_lookup()[right]] == 0 and out["allowed"][LAYOUT.channel_lookup()[left]] == 1
+    assert RandMirrord(LAYOUT, prob=0.0)({"gen": gen})["gen"] is gen
+
+
+def test_mirroring_and_shared_tissue_options_are_checked():
+    with pytest.raises(ValueError, match=r"mirror_prob must be in \[0, 1\], got 1.5"):
+        SynthesisConfig.from_dict({"mirror_prob": 1.5})
+    with pytest.raises(ValueError, match=r"shared_tissues must be true or false, got 'yes'"):
+        SynthesisConfig.from_dict({"shared_tissues": "yes"})
 
 
 def test_crop_sampling_options_are_checked():

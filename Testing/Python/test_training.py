@@ -53,6 +53,32 @@ def test_two_iterations_produce_a_checkpoint_segment_accepts(cohort, tmp_path):
     assert events[0] == "start" and events.count("step") == 2 and events[-1] == "done"
 
 
+def test_a_window_spanning_the_cross_section_trains_segments_and_resumes(cohort, tmp_path):
+    """Three crop edges (x, y, z): what the window covers is recorded and used by segment."""
+    options = {**TINY, "network": "segresnet", "roi_size": [48, 40, 8], "max_steps": 1, "synthesis": "labels",
+               "contrasts": None}
+    summary = training.train(options, cohort, tmp_path / "run")
+    assert summary["status"] == "done"
+    model, metadata = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert metadata.roi_size == (48, 40, 8)
+    config = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
+    assert config["roi_size"] == [48, 40, 8]
+    again = training.train({**options, "max_steps": 2}, cohort, tmp_path / "run")  # resumes: same crop
+    assert again["global_step"] == 2
+    image = io.load_image(cohort / "imagesTr" / "case_0000.nii.gz")
+    result = segment_image(image, model, metadata, InferenceConfig(device="cpu"))
+    assert result.labels.array.shape == image.spatial_shape
+    assert result.stats["roi_size"] == [48, 40, 8]
+
+
+@pytest.mark.parametrize("roi", [[48, 40], [48, 40, 0], [48.5, 40, 8], "big", [48, 40, 12]])
+def test_a_bad_crop_shape_is_refused_with_its_value(cohort, tmp_path, roi):
+    with pytest.raises(ValueError, match=r"roi_size") as error:
+        training.train({**TINY, "network": "segresnet", "roi_size": roi, "max_steps": 1}, cohort, tmp_path / "run")
+    assert str(roi if not isinstance(roi, list) else roi[0]) in str(error.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 @pytest.fixture
 def one_thread():
     """Multi-threaded CPU reductions differ in the last bit from run to run; one thread is exact."""
