@@ -184,6 +184,8 @@ def test_model_record_names_the_model_and_flags_demo_models():
     assert plain["name"] == "my_swinbob" and plain["demo"] is False and "swinunetr" in plain["description"]
     assert not model_notice(plain).startswith("DEMO")
     demo = model_record(CheckpointMetadata(name="toy", description="a toy, not Swin-BOB", demo=True))
+    structures = demo.pop("structures")
     assert demo == {"name": "toy", "demo": True, "description": "a toy, not Swin-BOB", "network": "swinunetr",
-                    "path": None}
+                    "path": None, "scheme": "ukbob"}
+    assert len(structures) == 71 and structures[0] == "spleen" and "background" not in structures
     assert model_notice(demo) == "DEMO MODEL toy: a toy, not Swin-BOB"

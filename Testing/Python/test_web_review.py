@@ -158,6 +158,21 @@ def wait_for(condition, what: str, timeout: float = 30.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def settled_title(page, quiet: float = 1.5) -> str:
+    """The current item's title once it has stayed the same for ``quiet`` seconds (the shared queue
+    may still be moving from an earlier test's last key press when a page opens)."""
+    title, since = page.locator("#swb-current").inner_text(), time.monotonic()
+    deadline = since + 30.0
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = page.locator("#swb-current").inner_text()
+        if now != title:
+            title, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return title
+    raise AssertionError("the current item kept changing")
+
+
 def log_records(folder: Path) -> list[dict]:
     path = folder / "qc_list.review.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -193,7 +208,7 @@ def test_a_decision_lands_in_the_log_the_slicer_module_reads(served, browser, co
     context, page = open_page(browser, url, "alice")
     try:
         wait_for_scan(page)
-        title = page.locator("#swb-current").inner_text()
+        title = settled_title(page)
         page.get_by_role("button", name="Reject").click()
         record = wait_for(lambda: next((r for r in log_records(folder) if r["reviewer"] == "alice"), None),
                           "alice's decision in the log")
