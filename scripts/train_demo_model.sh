@@ -49,6 +49,11 @@ if [ "$design" = xsec ]; then
   # its run folder, or, on a machine without it, from the float16 copy committed at the end of its
   # session (scripts/parts/, scripts/package_demo_model.py --design xsec).
   for part in $(seq 1 "${PARTS:-1}"); do
+    committed="$here/scripts/parts/swinbob_demo_xsec_part$part.pt"
+    if [ ! -d "$work/xsec-part$part" ] && [ -f "$committed" ]; then
+      echo "part $part: no run folder here; its committed weights ($committed) start part $((part + 1))"
+      continue
+    fi
     init=()
     if [ "$part" -gt 1 ]; then
       previous="$work/xsec-part$((part - 1))/checkpoints/best.pt"
