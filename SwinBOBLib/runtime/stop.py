@@ -82,3 +82,16 @@ class StopFlag:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+
+def exit_with_parent(parent: int, interval_s: float = 1.0) -> None:
+    """In a worker process: exit when the driver ``parent`` (its pid) dies, so a run killed with
+    SIGKILL leaves no workers behind (a process-pool initializer, or the first call of a worker)."""
+    import time
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()

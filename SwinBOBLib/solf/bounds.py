@@ -138,15 +138,20 @@ def geometry_warnings(bounds: "Bounds", spacing: Sequence[float], shape: Sequenc
                                ("extent", [n * s for n, s in zip(list(shape)[:3], spacing)], cohort.get("extent_mm"))):
         if not theirs:
             continue
-        ratio = [max(a, b) / max(min(a, b), 1e-9) for a, b in zip(ours, theirs)]
-        if max(ratio) > GEOMETRY_TOLERANCE:
-            notes.append(f"scan {what} {_mm(ours)} differs from the SOLF cohort's {_mm(theirs)} by up to "
-                         f"{max(ratio):.1f}x; sphericity depends on voxel size and normalised volume on the "
+        ratio = geometry_ratio(ours, theirs)
+        if ratio > GEOMETRY_TOLERANCE:
+            notes.append(f"scan {what} {mm_text(ours)} differs from the SOLF cohort's {mm_text(theirs)} by up to "
+                         f"{ratio:.1f}x; sphericity depends on voxel size and normalised volume on the "
                          "field of view, so the verdicts are unreliable")
     return notes
 
 
-def _mm(values) -> str:
+def geometry_ratio(ours: Sequence[float], theirs: Sequence[float]) -> float:
+    """How far apart two spacings or extents are: the largest per-axis ratio (>= 1)."""
+    return max(max(a, b) / max(min(a, b), 1e-9) for a, b in zip(ours, theirs))
+
+
+def mm_text(values) -> str:
     return "x".join(f"{float(v):.3g}" for v in values) + " mm"
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from SwinBOBLib import io
 from SwinBOBLib.io.files import write_text_atomic
+from SwinBOBLib.runtime.stop import exit_with_parent
 from SwinBOBLib.solf.body import body_mask_from_image
 from SwinBOBLib.solf.checks import partner_labels, structure_checks, superior_axis
 from SwinBOBLib.solf.features import organ_features
@@ -329,18 +330,6 @@ def _pending_window(workers: int) -> int:
     return max(2, 4 * workers)
 
 
-def _exit_with_parent(parent: int, interval_s: float = 1.0) -> None:
-    """Pool-worker initializer: exit when the driver dies (a killed run must not leave workers)."""
-    import threading
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(interval_s)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
-
-
 def _local_results(samples: Sequence[Sample], body: str, labels, workers: int, address=None,
                    scheme: str | None = None, checks: str = "all") -> Iterator[dict]:
     """Records in completion order, computed in this process (1 worker) or a process pool."""
@@ -351,7 +340,7 @@ def _local_results(samples: Sequence[Sample], body: str, labels, workers: int, a
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")  # fork is unsafe with threads (numba, Ray)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_exit_with_parent,
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=exit_with_parent,
                                initargs=(os.getpid(),))
     try:
         queue, pending = iter(samples), set()

@@ -33,19 +33,13 @@ from SwinBOBLib.solf.bounds import (
     MISSING_PRESENCE,
     SOLF_FEATURES,
     Bounds,
+    geometry_ratio,
+    mm_text,
     out_of_range,
 )
 
 #: The verdicts a structure can get (``solf.csv`` column ``verdict``, the Slicer panel's table).
 VERDICTS = ("plausible", "inaccurate", "missing", "not comparable")
-
-
-def _ratio(ours: Sequence[float], theirs: Sequence[float]) -> float:
-    return max(max(a, b) / max(min(a, b), 1e-9) for a, b in zip(ours, theirs))
-
-
-def _mm(values: Sequence[float]) -> str:
-    return "x".join(f"{float(v):.3g}" for v in values) + " mm"
 
 
 def scan_reasons(bounds: Bounds, spacing: Sequence[float], shape: Sequence[int]) -> dict[str, str]:
@@ -54,12 +48,12 @@ def scan_reasons(bounds: Bounds, spacing: Sequence[float], shape: Sequence[int])
     cohort = bounds.cohort or {}
     reasons = {}
     extent = [float(n) * float(s) for n, s in zip(list(shape)[:3], list(spacing)[:3])]
-    if cohort.get("extent_mm") and _ratio(extent, cohort["extent_mm"]) > GEOMETRY_TOLERANCE:
-        reasons["coverage"] = (f"the scan covers {_mm(extent)} and the cohort's scans {_mm(cohort['extent_mm'])} "
-                               f"({_ratio(extent, cohort['extent_mm']):.1f}x apart): normalised volume is a share "
+    if cohort.get("extent_mm") and geometry_ratio(extent, cohort["extent_mm"]) > GEOMETRY_TOLERANCE:
+        reasons["coverage"] = (f"the scan covers {mm_text(extent)} and the cohort's scans {mm_text(cohort['extent_mm'])} "
+                               f"({geometry_ratio(extent, cohort['extent_mm']):.1f}x apart): normalised volume is a share "
                                "of the body in view")
-    if cohort.get("spacing_mm") and _ratio(list(spacing)[:3], cohort["spacing_mm"]) > GEOMETRY_TOLERANCE:
-        reasons["spacing"] = (f"voxels of {_mm(list(spacing)[:3])} against the cohort's {_mm(cohort['spacing_mm'])}: "
+    if cohort.get("spacing_mm") and geometry_ratio(list(spacing)[:3], cohort["spacing_mm"]) > GEOMETRY_TOLERANCE:
+        reasons["spacing"] = (f"voxels of {mm_text(list(spacing)[:3])} against the cohort's {mm_text(cohort['spacing_mm'])}: "
                               "sphericity depends on the voxel size")
     return reasons
 

@@ -13,12 +13,11 @@ import json
 import logging
 import os
 import queue as queues
-import threading
-import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 
+from SwinBOBLib.runtime.stop import exit_with_parent
 from SwinBOBLib.workflows.cohort_scan import ScanSettings, ScanWorker, failed_record
 
 #: Why a scan failed when its worker died on it on both tries.
@@ -26,20 +25,9 @@ WORKER_DIED = ("its worker died on it twice (killed, out of memory, or a crash i
                "it was retried once on a new worker")
 
 
-def _exit_with_parent(parent: int, interval_s: float = 1.0) -> None:
-    """Exit this worker when the driver dies: a run killed with SIGKILL leaves no workers behind."""
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(interval_s)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
-
-
 def _worker_main(index: int, settings: ScanSettings, device: str | None, tasks, results, parent: int) -> None:
     """A local worker process: load the model once, then segment each task until told to stop."""
-    _exit_with_parent(parent)
+    exit_with_parent(parent)
     try:
         worker = ScanWorker(settings, device)
     except Exception as error:  # noqa: BLE001 - a model that loaded in the driver should load here; say so if not
