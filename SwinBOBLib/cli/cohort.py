@@ -14,6 +14,7 @@ from SwinBOBLib.inference.etta import EttaConfig
 from SwinBOBLib.inference.preprocess import check_roi_size
 from SwinBOBLib.runtime.stop import terminate_as_interrupt
 from SwinBOBLib.workflows.cohort import CohortConfig, run_cohort
+from SwinBOBLib.workflows.cohort_dicomweb import FETCH_THREADS
 from SwinBOBLib.workflows.cohort_scan import ScanSettings
 from SwinBOBLib.workflows.cohort_solf import SolfSettings
 
@@ -23,6 +24,14 @@ local process pool or a Ray Data actor pool), then SOLF on the cohort's own labe
 what is missing, failed, or affected by a changed model or setting is done.
 
     swinbob cohort run INPUTS -o OUT [--engine local|ray] [--workers N]
+    swinbob cohort run --dicomweb URL [STUDIES.csv] -o OUT [...]   # scans from a PACS
+
+From a PACS (--dicomweb): STUDIES.csv has a 'study' column (Study Instance UID) and optionally
+'series' and 'id'; without it, every study on the server. Each study's image series (the 'series'
+cell, else its only one) is fetched into OUT/.sources/<id>/ (fetched again only when incomplete),
+then segmented; a study that cannot be fetched is a row of failures.csv. Credentials come from
+SWINBOB_DICOMWEB_TOKEN, or SWINBOB_DICOMWEB_USER and SWINBOB_DICOMWEB_PASSWORD, or ~/.netrc;
+never put them in the URL.
 
 Run `swinbob cohort run --help` for the options."""
 
@@ -43,7 +52,8 @@ def cmd_run(args) -> int:
     scan, solf = _configs(args)
     config = CohortConfig(inputs=args.inputs, out_dir=args.output, engine=args.engine, workers=args.workers,
                           address=args.address, gpus_per_worker=args.gpus_per_worker, scan=scan, solf=solf,
-                          progress=not args.quiet, progress_json=args.progress_json)
+                          progress=not args.quiet, progress_json=args.progress_json, dicomweb=args.dicomweb,
+                          fetch_threads=args.fetch_threads)
     with terminate_as_interrupt():
         result = run_cohort(config)
     out = sys.stderr if args.progress_json == "-" else sys.stdout
@@ -85,11 +95,18 @@ def register(subparsers) -> None:
     commands = parser.add_subparsers(dest="cohort_command", metavar="COMMAND", required=True)
     p = commands.add_parser("run", help="segment every scan, then SOLF", description=_DESCRIPTION,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", metavar="INPUTS", help="folder of scans, or a CSV with an 'image' column (and "
-                   "optionally 'id', a plain folder name)")
+    p.add_argument("inputs", metavar="INPUTS", nargs="?", help="folder of scans, or a CSV with an 'image' column "
+                   "(and optionally 'id', a plain folder name); with --dicomweb a CSV with a 'study' column (and "
+                   "optionally 'series' and 'id'), or nothing for every study on the server")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder: OUT/<id>/ per scan, "
                    "manifest.csv, failures.csv, journal.jsonl, SOLF tables, qc_list.json, cohort_report.json; new, "
                    "empty or an earlier cohort run's (then resumed)")
+    p.add_argument("--dicomweb", metavar="URL", help="take the scans from a DICOMweb server (PACS), e.g. "
+                   "http://pacs:8042/dicom-web: each study's image series is fetched into OUT/.sources/<id>/, then "
+                   "segmented; credentials from SWINBOB_DICOMWEB_TOKEN, SWINBOB_DICOMWEB_USER and _PASSWORD, or "
+                   "~/.netrc, never in the URL")
+    p.add_argument("--fetch-threads", type=int, default=FETCH_THREADS, metavar="N", help="with --dicomweb: series "
+                   "fetched at the same time (default %(default)s)")
     p.add_argument("--engine", choices=("local", "ray"), default="local", help="local process pool (default) "
                    "or a Ray Data actor pool")
     p.add_argument("--address", help="Ray cluster address, e.g. 10.0.0.1:6379 or auto (default: start a local Ray)")
@@ -111,5 +128,5 @@ def register(subparsers) -> None:
     p.add_argument("--no-plots", action="store_true", help="no figures in report.md")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--progress-json", metavar="PATH", help="JSON-lines events ('-' for stdout): start, case_done, "
-                   "case_error, solf, done")
+                   "case_error, solf, done; with --dicomweb first fetch_start, fetch_done, fetch_error")
     p.set_defaults(func=cmd_run)

@@ -175,7 +175,9 @@ def _add_dicom_arguments(p) -> None:
                    "entropy in nats) and organs_sr.dcm (TID 1500 report with SOLF verdicts), for a DICOM series input "
                    "only (docs/dicom.md)")
     p.add_argument("--series", metavar="UID", help="Series Instance UID to read from a DICOM folder or a --dicomweb "
-                   "study holding several series")
+                   "study holding several series; for a multi-channel (Dixon) model, whose contrasts are found among a "
+                   "folder's series by their DICOM attributes, the series whose grid settles a contrast found more than "
+                   "once (docs/dicom.md)")
     p.add_argument("--dicomweb", metavar="URL", help="read the series from a DICOMweb server (e.g. "
                    "http://127.0.0.1:8042/dicom-web) instead of a file; credentials from SWINBOB_DICOMWEB_TOKEN, or "
                    "SWINBOB_DICOMWEB_USER and SWINBOB_DICOMWEB_PASSWORD, or ~/.netrc, never in the URL")
@@ -215,7 +217,9 @@ def register(subparsers) -> None:
                    "(default %(default)s)")
     p.add_argument("--fast", action="store_true", help=f"coarser grid (>= {3.0} mm) and no window overlap")
     p.add_argument("--structures", metavar="NAMES", help="comma-separated structures or groups to keep")
-    p.add_argument("--contrast", metavar="NAME", help="input channel(s) by name or index, e.g. water")
+    p.add_argument("--contrast", metavar="NAME", help="input channel(s) by name or index, e.g. water; for a DICOM "
+                   "folder and a multi-channel model, the Dixon contrasts to find among its series, e.g. "
+                   "water,fat,in_phase,opposed_phase (default: the checkpoint's)")
     p.add_argument("--roi-size", type=int, metavar="N", help="sliding-window edge in voxels (default: checkpoint's)")
     p.add_argument("--sw-batch-size", type=int, default=2, help="windows per forward pass (default 2)")
     p.add_argument("--overlap", type=float, help="window overlap (default: the checkpoint's, else 0.25)")

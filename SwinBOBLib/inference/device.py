@@ -34,6 +34,16 @@ def select_device(name: str = "auto") -> torch.device:
     return device
 
 
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU computes bf16 natively (oneDNN's check: AVX512-BF16 or AMX). Without it, bf16
+    autocast is emulated: a 3D convolution measured 144 times slower than in fp32 on an AVX2 EPYC."""
+    check = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else "AVX512" in torch.backends.cpu.get_cpu_capability()
+    except (RuntimeError, AttributeError):
+        return False
+
+
 def autocast_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
     """bf16 on GPUs that support it, else fp16; None (fp32) on the CPU, MPS or when disabled."""
     if not enabled or device.type != "cuda":

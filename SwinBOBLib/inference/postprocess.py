@@ -1,5 +1,5 @@
 """From the network's grid back to the scan's: probabilities interpolated slab by slab (bounded
-memory), argmax to labels, and the entropy normalised by log(C).
+memory), argmax to labels, and the network's entropy (normalised by log(C)) interpolated.
 """
 
 from __future__ import annotations
@@ -11,18 +11,6 @@ import torch
 
 from SwinBOBLib.inference.preprocess import Prepared
 from SwinBOBLib.models.heads import entropy as voxel_entropy
-
-
-def _lerp_axis(tensor: torch.Tensor, axis: int, coords: torch.Tensor) -> torch.Tensor:
-    """Linear interpolation of ``tensor`` along ``axis`` at fractional source ``coords``."""
-    n = tensor.shape[axis]
-    lo = coords.floor().long().clamp(0, n - 1)
-    hi = (lo + 1).clamp(max=n - 1)
-    weight = (coords - lo.to(coords.dtype)).to(tensor.dtype)
-    view = [1] * tensor.ndim
-    view[axis] = -1
-    weight = weight.view(view)
-    return tensor.index_select(axis, lo) * (1 - weight) + tensor.index_select(axis, hi) * weight
 
 
 def _source_coords(n_out: int, n_src: int) -> torch.Tensor:
@@ -50,7 +38,10 @@ def probability_slabs(probs: torch.Tensor, shape: Sequence[int], slab: int = 16)
 
     Each slab is interpolated along z on the model grid first, then in-plane by bilinear
     interpolation with aligned corners (the same corner-aligned mapping, one kernel instead of
-    copies of every channel); ``slab`` is thinned by :func:`slab_thickness`.
+    copies of every channel); ``slab`` is thinned by :func:`slab_thickness`. The in-plane kernel
+    runs channels-last (three times faster on a CPU than channels-first for 72 channels), so each
+    yielded slab is a view whose channels lie next to each other in memory: a reduction over them
+    (the argmax) reads memory in order.
     """
     probs = probs[0]
     zs = _source_coords(shape[2], probs.shape[3])
@@ -60,14 +51,48 @@ def probability_slabs(probs: torch.Tensor, shape: Sequence[int], slab: int = 16)
         z1 = min(shape[2], z0 + slab)
         lo = int(zs[z0].floor())
         hi = min(int(zs[z1 - 1].ceil()), probs.shape[3] - 1)
-        part = probs[:, :, :, lo:hi + 1].float()
+        # (K, X', Y', z') -> planes (z', K, X', Y') stored channels-last, i.e. (z', X', Y', K) in memory
+        planes = probs[:, :, :, lo:hi + 1].permute(3, 0, 1, 2).float().contiguous(memory_format=torch.channels_last)
         if probs.shape[3] != shape[2]:
-            part = _lerp_axis(part, 3, (zs[z0:z1] - lo).to(torch.float32))
-        if not same_xy:  # (K, X', Y', z) -> (z, K, X, Y) -> (K, X, Y, z)
-            planes = torch.nn.functional.interpolate(part.permute(3, 0, 1, 2), size=tuple(int(n) for n in shape[:2]),
+            planes = _lerp_planes(planes, zs[z0:z1] - lo)
+        if not same_xy:
+            planes = torch.nn.functional.interpolate(planes, size=tuple(int(n) for n in shape[:2]),
                                                      mode="bilinear", align_corners=True)
-            part = planes.permute(1, 2, 3, 0)
-        yield z0, z1, part.cpu()
+        yield z0, z1, planes.permute(1, 2, 3, 0).cpu()
+
+
+def _lerp_planes(planes: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation of ``planes`` ``(z', K, X, Y)`` (channels-last) at fractional plane
+    ``coords``: one ``torch.lerp`` of two whole planes per output plane (contiguous memory; an
+    ``index_select`` along the last axis of ``(K, X, Y, z')`` took five times as long)."""
+    lo = coords.floor().long().clamp(0, planes.shape[0] - 1)
+    hi = (lo + 1).clamp(max=planes.shape[0] - 1)
+    weights = (coords - lo.to(coords.dtype)).tolist()
+    out = torch.empty((len(weights), *planes.shape[1:]), dtype=planes.dtype, device=planes.device,
+                      memory_format=torch.channels_last)
+    for j, weight in enumerate(weights):
+        torch.lerp(planes[int(lo[j])], planes[int(hi[j])], float(weight), out=out[j])
+    return out
+
+
+def model_grid_entropy(probs: torch.Tensor, shape: Sequence[int], activation: str = "softmax") -> np.ndarray:
+    """The normalised entropy of ``probs`` ``(1, K, X', Y', Z')`` on the model grid, interpolated
+    (trilinear, corner-aligned like :func:`probability_slabs`) onto ``shape``: ``(X, Y, Z)`` float32.
+
+    This is the uncertainty of the network's own output (the quantity ETTA minimises). The entropy
+    of the probabilities interpolated onto a finer input grid would add a ridge of high entropy
+    along every boundary between two confident classes, from the interpolation alone, and would
+    cost a logarithm per channel per input voxel (0.2 s of the demo model's 1 s per MR sample).
+    Taken in z-slabs of at most :data:`SLAB_BYTES` of probabilities, so memory stays bounded.
+    """
+    probs = probs[0]
+    depth = slab_thickness(probs.shape[0], probs.shape[1:3], limit=max(1, int(probs.shape[3])))
+    coarse = torch.cat([voxel_entropy(probs[None, :, :, :, z:z + depth].float(), activation)
+                        for z in range(0, int(probs.shape[3]), depth)], dim=-1)  # (1, X', Y', Z')
+    if tuple(coarse.shape[1:]) != tuple(int(n) for n in shape):
+        coarse = torch.nn.functional.interpolate(coarse[None], size=tuple(int(n) for n in shape),
+                                                 mode="trilinear", align_corners=True)[0]
+    return coarse[0].clamp_(0.0, 1.0).cpu().numpy()
 
 
 def postprocess(probs: torch.Tensor, prepared: Prepared, keep_probabilities: bool = False,
@@ -75,7 +100,9 @@ def postprocess(probs: torch.Tensor, prepared: Prepared, keep_probabilities: boo
                 dtype=None):
     """Probabilities on the model grid -> channel argmax, entropy (and probabilities) on the RAS input grid.
 
-    ``activation`` picks the entropy (:func:`SwinBOBLib.models.heads.entropy`); ``decode`` maps a slab of
+    The labels are the argmax of the probabilities interpolated onto the input grid; the entropy is
+    the model grid's, interpolated (:func:`model_grid_entropy`). ``activation`` picks the entropy
+    (:func:`SwinBOBLib.models.heads.entropy`); ``decode`` maps a slab of
     probabilities ``(K, X, Y, z)`` to integers ``(X, Y, z)`` (default: the channel argmax; a
     sigmoid head passes :meth:`SwinBOBLib.models.heads.RegionHead.labels`, a softmax head its label
     lookup, so no whole-volume index array is made). ``dtype`` of the first output: default uint8
@@ -88,11 +115,10 @@ def postprocess(probs: torch.Tensor, prepared: Prepared, keep_probabilities: boo
     """
     shape = prepared.ras_shape
     channels = np.zeros(shape, dtype=dtype or (np.uint8 if probs.shape[1] <= 256 else np.uint16))
-    entropy = np.zeros(shape, dtype=np.float32)
+    entropy = model_grid_entropy(probs, shape, activation)
     kept = np.zeros((*shape, probs.shape[1]), dtype=np.float32) if keep_probabilities else None
     for z0, z1, part in probability_slabs(probs, shape):
         channels[:, :, z0:z1] = decode(part) if decode is not None else part.argmax(0).numpy()
-        entropy[:, :, z0:z1] = voxel_entropy(part[None], activation)[0].numpy()
         if kept is not None:
             kept[:, :, z0:z1] = np.moveaxis(part.numpy(), 0, -1)
     return channels, entropy, kept

@@ -99,6 +99,21 @@ def select_contrasts(image: Image, in_channels: int, names: Sequence[str] | None
     return image
 
 
+def dicom_contrasts(metadata, config: InferenceConfig) -> tuple[str, ...] | None:
+    """The contrasts to find among a DICOM folder's series and stack as channels (``contrasts`` of
+    :func:`SwinBOBLib.io.load_image`): None for a one-channel model (the folder's series is chosen as
+    for any scan, ``--series`` when it holds several); else the ``--contrast`` names, the checkpoint's
+    contrasts, or UK Biobank's four (:data:`~SwinBOBLib.io.image.DIXON_CHANNELS`) for a four-channel
+    model that names none."""
+    if int(metadata.in_channels) < 2:
+        return None
+    names = [n.strip() for n in config.contrast.split(",")] if config.contrast else None
+    if not names or any(n.isdigit() for n in names):  # indices name channels of a file, not DICOM series
+        names = metadata.contrasts or (io.DIXON_CHANNELS if int(metadata.in_channels) == len(io.DIXON_CHANNELS)
+                                       else None)
+    return tuple(names) if names else None
+
+
 def normalize_intensity(array: np.ndarray, kind: str = "percentile", params: dict | None = None) -> np.ndarray:
     """Normalise intensities of ``(C, X, Y, Z)`` channel by channel (float32), as the model was trained.
 

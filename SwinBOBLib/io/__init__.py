@@ -3,7 +3,8 @@ reorientation, atomic writes, staging folders, datasets of cases.
 
 * :mod:`.image`: the :class:`Image` (array + voxel -> RAS affine) and its checks;
 * :mod:`.readers` / :mod:`.writers`: NIfTI, NRRD (``.seg.nrrd`` with segment names), MHA, DICOM;
-* :mod:`.dicom`: DICOM series in and out; :mod:`.itk`: SimpleITK <-> RAS conversion;
+* :mod:`.dicom`: DICOM series in and out; :mod:`.dicom_channels`: a folder's Dixon series as
+  channels; :mod:`.itk`: SimpleITK <-> RAS conversion;
 * :mod:`.geometry`: exact reorientation and grid comparison; :mod:`.memory`: size checks;
 * :mod:`.files`: atomic text/CSV writes, staging folders, safe names, the one rule for ``-o`` folders;
 * :mod:`.datasets`: Decathlon ``dataset.json``, CSV and label-folder datasets.
@@ -17,6 +18,11 @@ from SwinBOBLib.io.dicom import (  # noqa: F401
     check_slice_spacing,
     read_dicom_series,
     write_dicom_series,
+)
+from SwinBOBLib.io.dicom_channels import (  # noqa: F401
+    canonical_contrast,
+    identify_contrasts,
+    read_dicom_channels,
 )
 from SwinBOBLib.io.files import (  # noqa: F401
     LOCK_PREFIX,
@@ -108,6 +114,9 @@ __all__ = [
     "SLICE_SPACING_TOLERANCE",
     "check_slice_spacing",
     "write_dicom_series",
+    "read_dicom_channels",
+    "identify_contrasts",
+    "canonical_contrast",
     "current_umask",
     "apply_umask",
     "write_text_atomic",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from SwinBOBLib.io.dicom_scan import choose_series, scan_dicom_folder
+from SwinBOBLib.io.dicom_scan import Series, choose_series, scan_dicom_folder
 from SwinBOBLib.io.dicom_write import SeriesHeader, write_series_files
 from SwinBOBLib.io.files import apply_umask
 from SwinBOBLib.io.image import Image, ImageFormatError
@@ -34,9 +34,19 @@ def read_dicom_series(folder: Path, series_uid: str | None) -> Image:
         :class:`Image`; ``metadata`` holds ``series_uid``, ``study_uid`` and ``dicom_files`` (the
         series' files in slice order: the source instances a DICOM SEG references).
     """
+    return read_series_files(choose_series(scan_dicom_folder(folder), folder, series_uid), folder)
+
+
+def read_series_files(series: Series, folder: Path) -> Image:
+    """Read the voxels of a series already checked by :func:`check_volume` (files in slice order)
+    with SimpleITK (GDCM); ``series`` may be a part of a DICOM series (one echo of a multi-echo one).
+
+    Raises:
+        ImageFormatError: GDCM cannot read the files, a single slice, or uneven slice spacing.
+        InsufficientMemoryError: the volume does not fit in memory.
+    """
     import SimpleITK as sitk
 
-    series = choose_series(scan_dicom_folder(folder), folder, series_uid)
     names = [str(f) for f in series.files]
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(names)

@@ -1,12 +1,15 @@
 """What a DICOM folder holds, read file by file with pydicom before any voxel is loaded: its series
 (UID, description, modality, slice size, files), which objects are images, and whether the chosen
 series is one volume (one orientation, one slice size, no gantry tilt), its files in slice order.
+Each file's Image Type, echo and field strength are kept too: :mod:`SwinBOBLib.io.dicom_channels`
+tells Dixon contrasts apart by them.
 
 Every refusal names the folder and the files concerned, so a user can fix or remove them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +50,10 @@ class DicomFile:
     position: np.ndarray | None = None
     instance: int = 0
     tilt: float = 0.0
+    image_type: tuple[str, ...] = ()  # Image Type values, e.g. ("DERIVED", "PRIMARY", "DIXON", "WATER")
+    echo_time: float | None = None  # Echo Time (ms)
+    echo_number: int | None = None  # Echo Numbers (first value)
+    field_strength: float | None = None  # Magnetic Field Strength (T)
 
 
 @dataclass
@@ -126,10 +133,30 @@ def read_header(path: Path) -> DicomFile | None:
                                "or corrupt, copy it again from its source")
     image = ("PixelData" in ds or "FloatPixelData" in ds) and sop_class not in NOT_SCANS
     orientation, position = _plane(ds)
+    echo_number = _number(ds.get("EchoNumbers"))
     return DicomFile(path, series_uid, str(ds.get("StudyInstanceUID", "")), sop_class, str(ds.get("Modality", "")),
                      str(ds.get("SeriesDescription", "")), bool(image),
                      (int(ds.Rows), int(ds.Columns)) if "Rows" in ds else None, orientation, position,
-                     int(ds.get("InstanceNumber") or 0), float(ds.get("GantryDetectorTilt") or 0.0))
+                     int(ds.get("InstanceNumber") or 0), float(ds.get("GantryDetectorTilt") or 0.0),
+                     _values(ds.get("ImageType")), _number(ds.get("EchoTime")),
+                     int(echo_number) if echo_number is not None else None, _number(ds.get("MagneticFieldStrength")))
+
+
+def _values(value) -> tuple[str, ...]:
+    """A multi-valued string attribute as a tuple of stripped strings (empty when absent)."""
+    if value is None or value == "":
+        return ()
+    items = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]  # a MultiValue
+    return tuple(str(v).strip() for v in items)
+
+
+def _number(value) -> float | None:
+    """A DS/IS attribute (its first value when multi-valued) as a float; None when absent or empty."""
+    items = _values(value)
+    try:
+        return float(items[0]) if items and items[0] else None
+    except ValueError:
+        return None
 
 
 def scan_dicom_folder(folder: Path) -> dict[str, Series]:

@@ -56,12 +56,12 @@ def _session(url: str):
     import requests
 
     parts = urlsplit(url)
+    if parts.username or parts.password:  # checked first: no message may repeat the credentials
+        raise ValueError("--dicomweb: the URL holds credentials; put them in SWINBOB_DICOMWEB_USER and "
+                         "SWINBOB_DICOMWEB_PASSWORD (or SWINBOB_DICOMWEB_TOKEN, or ~/.netrc), never on the command line")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"--dicomweb '{url}': expected an http(s) URL of a DICOMweb service, e.g. "
                          "http://127.0.0.1:8042/dicom-web")
-    if parts.username or parts.password:
-        raise ValueError("--dicomweb: the URL holds credentials; put them in SWINBOB_DICOMWEB_USER and "
-                         "SWINBOB_DICOMWEB_PASSWORD (or SWINBOB_DICOMWEB_TOKEN, or ~/.netrc), never on the command line")
     session = requests.Session()  # trust_env: proxies and ~/.netrc apply unless credentials are given below
     token = os.environ.get("SWINBOB_DICOMWEB_TOKEN")
     user, password = os.environ.get("SWINBOB_DICOMWEB_USER"), os.environ.get("SWINBOB_DICOMWEB_PASSWORD")
@@ -154,8 +154,8 @@ def choose_remote_series(url: str, study_uid: str, series_uid: str | None) -> Re
     return series[0]
 
 
-def fetch_series(url: str, study_uid: str, series_uid: str, folder: Path) -> list[Path]:
-    """Retrieve a series (WADO-RS) into ``folder`` as ``instance_0000.dcm``...; returns the files."""
+def fetch_series(url: str, study_uid: str, series_uid: str, folder: Path, prefix: str = "") -> list[Path]:
+    """Retrieve a series (WADO-RS) into ``folder`` as ``<prefix>instance_0000.dcm``...; returns the files."""
     web = client(url)
     try:
         datasets = web.retrieve_series(study_instance_uid=study_uid, series_instance_uid=series_uid)
@@ -166,7 +166,7 @@ def fetch_series(url: str, study_uid: str, series_uid: str, folder: Path) -> lis
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for number, dataset in enumerate(datasets):
-        path = folder / f"instance_{number:04d}.dcm"
+        path = folder / f"{prefix}instance_{number:04d}.dcm"
         dataset.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
@@ -192,3 +192,59 @@ def store_files(url: str, paths: Sequence[Path]) -> dict:
     if failed:
         raise DicomWebError(f"{public_url(url)}: storing was refused for {len(failed)} of {len(paths)} object(s); {local}")
     return {Path(p).name: str(d.SOPInstanceUID) for p, d in zip(paths, datasets)}
+
+
+def check_url(url: str) -> str:
+    """Refuse a URL that is no http(s) URL or that holds credentials (before anything is written);
+    returns :func:`public_url` of it. Asks the server nothing.
+
+    Raises:
+        ValueError: not an http(s) URL, or a user name or password in it (the message never repeats them).
+    """
+    _session(url)
+    return public_url(url)
+
+
+def _search_all(url: str, what: str, search, key: str) -> list[str]:
+    """The ``key`` values of every match of a QIDO-RS ``search(offset=...)``, page after page: stops
+    at an empty page, or at a page with nothing new (a server that ignores ``offset``)."""
+    found: dict[str, None] = {}
+    while True:
+        try:
+            page = search(offset=len(found))
+        except _request_errors() as error:
+            raise _failure(url, what, error) from None
+        values = [str((item.get(key, {}).get("Value") or [""])[0]) for item in page or []]
+        new = [value for value in values if value and value not in found]
+        if not new:
+            return list(found)
+        found.update(dict.fromkeys(new))
+
+
+def all_studies(url: str) -> list[str]:
+    """Study Instance UIDs of every study on the server (QIDO-RS, all pages), sorted.
+
+    Raises:
+        DicomWebError: the server refuses or cannot be reached.
+    """
+    web = client(url)
+
+    def search(offset: int):
+        return web.search_for_studies(offset=offset or None, fields=["0020000D"])
+    return sorted(_search_all(url, "listing its studies", search, "0020000D"))
+
+
+def series_instances(url: str, study_uid: str, series_uid: str) -> list[str]:
+    """SOP Instance UIDs of a series on the server (QIDO-RS, all pages), sorted: what a complete
+    copy of it holds.
+
+    Raises:
+        DicomWebError: the server refuses or cannot be reached.
+    """
+    web = client(url)
+
+    def search(offset: int):
+        return web.search_for_instances(study_instance_uid=study_uid, series_instance_uid=series_uid,
+                                        offset=offset or None, fields=["00080018"])
+    return sorted(_search_all(url, f"listing the instances of series {series_uid} of study {study_uid}", search,
+                              "00080018"))

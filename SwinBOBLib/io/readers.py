@@ -1,6 +1,7 @@
 """Reading images and label maps: NIfTI with nibabel; NRRD (with Slicer's ``.seg.nrrd`` segment
 names), MHA/MHD and DICOM series folders with SimpleITK; a folder of single-channel files as one
-multi-channel image. Geometry is converted to RAS on reading (see :mod:`SwinBOBLib.io.image`).
+multi-channel image, and the Dixon series of a DICOM folder as the channels a model wants.
+Geometry is converted to RAS on reading (see :mod:`SwinBOBLib.io.image`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from SwinBOBLib.io.dicom import read_dicom_series
+from SwinBOBLib.io.dicom_channels import read_dicom_channels
 from SwinBOBLib.io.image import (
     DIXON_CHANNELS,
     IMAGE_SUFFIXES,
@@ -33,7 +35,8 @@ from SwinBOBLib.labels.schemes import get_scheme
 
 
 def load_image(path: str | os.PathLike | Sequence[str | os.PathLike], *,
-               channel_names: Sequence[str] | None = None, series_uid: str | None = None) -> Image:
+               channel_names: Sequence[str] | None = None, series_uid: str | None = None,
+               contrasts: Sequence[str] | None = None) -> Image:
     """Read an image file, a DICOM series folder, or several same-grid files as channels.
 
     Args:
@@ -42,21 +45,29 @@ def load_image(path: str | os.PathLike | Sequence[str | os.PathLike], *,
             of a UK Biobank scan shipped as separate files).
         channel_names: names for the channels (default: file stems for a list; the Dixon names for
             an unnamed four-channel file).
-        series_uid: which series to read from a DICOM folder holding several.
+        series_uid: which series to read from a DICOM folder holding several; with ``contrasts``,
+            the series whose grid settles a contrast found more than once.
+        contrasts: for a DICOM folder, the Dixon contrasts to find among its series by their DICOM
+            attributes and stack as channels in this order (e.g. a four-channel model's
+            ``water, fat, in_phase, opposed_phase``; :func:`~SwinBOBLib.io.dicom_channels.read_dicom_channels`);
+            ignored for files.
 
     Returns:
         :class:`Image` with ``array`` ``(X, Y, Z)`` or ``(X, Y, Z, C)`` and ``affine`` to RAS mm.
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ImageFormatError: unreadable or truncated file, 2D or 5D data, NaN/Inf voxels, broken affine.
+        ImageFormatError: unreadable or truncated file, 2D or 5D data, NaN/Inf voxels, broken affine;
+            for ``contrasts``, a contrast missing or found more than once, or channels on different grids.
     """
     if isinstance(path, (list, tuple)):
         return _load_stack(path, channel_names)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
-    if path.is_dir():
+    if path.is_dir() and contrasts:
+        image = read_dicom_channels(path, contrasts, series_uid)
+    elif path.is_dir():
         image = read_dicom_series(path, series_uid)
     elif path.stat().st_size == 0:
         raise ImageFormatError(f"{path}: the file is empty")

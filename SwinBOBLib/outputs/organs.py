@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from SwinBOBLib import io
 from SwinBOBLib.labels.schemes import get_scheme
@@ -33,8 +34,9 @@ def organ_rows(labels: np.ndarray, entropy: np.ndarray, spacing, scheme: str = "
     flat = labels.ravel().astype(np.int64)
     counts = np.bincount(flat, minlength=s.max_index + 1)
     sums = np.bincount(flat, weights=entropy.ravel().astype(np.float64), minlength=s.max_index + 1)
-    maxima = np.zeros(s.max_index + 1)
-    np.maximum.at(maxima, flat, entropy.ravel())
+    present = np.flatnonzero(counts)
+    maxima = np.zeros(s.max_index + 1)  # per label, in one pass (np.maximum.at took 20 ms on the MR sample)
+    maxima[present] = ndimage.maximum(entropy.ravel(), labels=flat, index=present)
     features = _solf_features(labels, spacing, whole_labels)
     rows = []
     for index in (structures if structures is not None else s.indices):

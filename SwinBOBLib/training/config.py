@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from SwinBOBLib.inference.device import select_device
+from SwinBOBLib.inference.device import cpu_bf16_supported, select_device
 from SwinBOBLib.io import memory as host_memory
 from SwinBOBLib.io.memory import InsufficientMemoryError, format_bytes
 from SwinBOBLib.labels.layouts import channel_layout
@@ -61,7 +61,7 @@ class TrainConfig:
     affine_norm: bool = True  # affine InstanceNorms in the decoder (ETTA can adapt them)
     init_checkpoint: str | None = None  # fine-tune from these weights (a new head if the scheme differs)
     amp: bool = True  # bf16/fp16 autocast on CUDA
-    cpu_amp: bool = False  # bf16 autocast on CPU (about 1.7x faster where the CPU has AVX512-BF16/AMX)
+    cpu_amp: bool = False  # bf16 autocast on CPU where it has AVX512-BF16/AMX (about 1.7x faster); else float32
     device: str = "auto"  # auto, cuda, cpu, mps
     num_workers: int = 0  # data-loading processes (0: in the training process)
     cache: str = "memory"  # preprocessed cases cached in "memory", on "disk" (RUNDIR/cache) or "none"
@@ -211,12 +211,13 @@ def training_memory_bytes(config: TrainConfig, parameters: int | None = None) ->
     ``batch_size`` crops of ``roi_size^3`` voxels, each keeping activations that grow with
     ``feature_size`` and the output channels of ``scheme``; plus the weights, their gradients and
     AdamW's two moments (``parameters`` scalars, estimated from the feature size when None) and
-    :data:`TRAIN_BASE_BYTES`. bf16 autocast (``cpu_amp``) keeps the activations in half the bytes.
+    :data:`TRAIN_BASE_BYTES`. bf16 autocast (``cpu_amp``, where the CPU computes bf16 natively: else the
+    trainer runs float32) keeps the activations in half the bytes.
     """
     channels = channel_layout(config.scheme, "compact").num_channels
     voxels = float(config.batch_size) * float(np.prod(roi_shape(config.roi_size)))
     per_voxel = TRAIN_BYTES_PER_VOXEL_CHANNEL * channels + TRAIN_BYTES_PER_VOXEL_FEATURE * config.feature_size
-    if config.cpu_amp:
+    if config.cpu_amp and cpu_bf16_supported():
         per_voxel *= 0.6
     if parameters is None:  # Swin-UNETR holds about 27,000 f^2 weights (62 M at 48 features)
         parameters = 27_000 * config.feature_size ** 2

@@ -25,6 +25,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -35,7 +36,7 @@ import torch
 from SwinBOBLib import io, labels
 from SwinBOBLib.evaluation.metrics import dice
 from SwinBOBLib.inference.config import InferenceConfig
-from SwinBOBLib.inference.device import select_device
+from SwinBOBLib.inference.device import cpu_bf16_supported, select_device
 from SwinBOBLib.inference.window import predict_probabilities
 from SwinBOBLib.io.datasets import Case, Dataset, load_dataset
 from SwinBOBLib.models.loading import (
@@ -114,6 +115,12 @@ class Trainer:
         self.ctx = init_distributed(self.device)
         if self.device.type == "cuda" and self.ctx.world_size > 1:
             self.device = torch.device("cuda", self.ctx.local_rank)
+        # bf16 autocast on a CPU only where it computes bf16 natively; emulated it is two orders slower.
+        self.cpu_amp = bool(config.cpu_amp) and self.device.type == "cpu" and cpu_bf16_supported()
+        if config.cpu_amp and self.device.type == "cpu" and not self.cpu_amp:
+            warnings.warn(f"cpu_amp: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native bf16 "
+                          "(AVX512-BF16 or AMX), where bf16 autocast runs about 100 times slower than float32; "
+                          "training in float32", stacklevel=2)
         self.splits = self._load_or_make_split()
         synthetic = config.synthesis != "off"
         imageless = [c.case_id for c in dataset.cases if not c.images]
@@ -249,7 +256,7 @@ class Trainer:
         images = batch["image"].to(self.device, non_blocking=True)
         targets = batch["label"].to(self.device, non_blocking=True).long()
         cuda_amp = self.config.amp and self.device.type == "cuda"
-        cpu_amp = self.config.cpu_amp and self.device.type == "cpu"
+        cpu_amp = self.cpu_amp
         dtype = torch.bfloat16 if cpu_amp or (cuda_amp and torch.cuda.is_bf16_supported()) else torch.float16
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=self.device.type, dtype=dtype, enabled=cuda_amp or cpu_amp):

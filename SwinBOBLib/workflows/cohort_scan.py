@@ -96,7 +96,8 @@ class ScanWorker:
         """Segment one scan into ``task["outdir"]`` and measure it; never raises.
 
         Args:
-            task: ``{"id", "image", "outdir", "attempt"}`` (paths as strings).
+            task: ``{"id", "image", "outdir", "attempt"}`` (paths as strings), and for a scan fetched
+                from a PACS ``"input_record"`` (its source, for ``report.json``'s ``input``).
 
         Returns:
             A journal record: ``{"id", "status": "done" | "failed", "reason", "worker", "attempt",
@@ -124,7 +125,8 @@ class ScanWorker:
     def _segment_file(self, task: dict) -> dict:
         settings = self.settings
         return segment_file(Path(task["image"]), Path(task["outdir"]), self.model, self.metadata, settings.config,
-                            settings.etta_config, self.info, settings.preview, shown_warnings=self.shown)
+                            settings.etta_config, self.info, settings.preview, shown_warnings=self.shown,
+                            input_record=task.get("input_record"))
 
     def _features(self, task: dict) -> dict:
         """SOLF features and checks of the written label map, with its entropy and image."""

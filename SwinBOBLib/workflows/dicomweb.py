@@ -13,9 +13,11 @@ import tempfile
 from pathlib import Path
 
 from SwinBOBLib import io
+from SwinBOBLib.inference.preprocess import dicom_contrasts
 from SwinBOBLib.io.dicomweb import (
     choose_remote_series,
     fetch_series,
+    image_series,
     public_url,
     store_files,
 )
@@ -38,6 +40,9 @@ def segment_dicomweb(url: str, study_uid: str, series_uid: str | None, outdir: P
     Args:
         url: the DICOMweb service root, e.g. ``http://127.0.0.1:8042/dicom-web``.
         study_uid: Study Instance UID; series_uid: the series (default: the study's only image series).
+            For a multi-channel (Dixon) model every image series of the study is fetched and its
+            contrasts matched by their DICOM attributes (:func:`SwinBOBLib.io.read_dicom_channels`),
+            ``series_uid`` then picking the station where a contrast is found more than once.
         outdir: the case folder (see :func:`~SwinBOBLib.outputs.folders.case_folder`).
         store: send the SEG, Parametric Map and SR to the server (STOW-RS) once written locally.
 
@@ -45,14 +50,25 @@ def segment_dicomweb(url: str, study_uid: str, series_uid: str | None, outdir: P
         DicomWebError: the server refuses, cannot be reached, or has no such study or series; when
             storing fails, the local outputs are complete and the message says so.
     """
-    chosen = choose_remote_series(url, study_uid, series_uid)
+    contrasts = dicom_contrasts(metadata, config)
+    if contrasts:  # a multi-channel (Dixon) model: the study's image series are matched as a folder's are
+        fetched = image_series(url, study_uid)
+        chosen = next((s for s in fetched if s.uid == series_uid), None) if series_uid else None
+        if series_uid and chosen is None:
+            chosen = choose_remote_series(url, study_uid, series_uid)  # raises: no such image series, listed
+    else:
+        chosen = choose_remote_series(url, study_uid, series_uid)
+        fetched = [chosen]
     record = {"path": dicomweb_source(url, study_uid, series_uid),  # as the case folder was chosen
-              "dicomweb": {"url": public_url(url), "study_uid": study_uid, "series_uid": chosen.uid,
-                           "series_description": chosen.description}}
+              "dicomweb": {"url": public_url(url), "study_uid": study_uid, "series_uid": chosen.uid if chosen else None,
+                           "series_description": chosen.description if chosen else None,
+                           **({"series_fetched": [s.uid for s in fetched]} if contrasts else {})}}
     with tempfile.TemporaryDirectory(prefix="swinbob-dicomweb-") as folder:
-        fetch_series(url, study_uid, chosen.uid, Path(folder))
+        for number, series in enumerate(fetched):
+            fetch_series(url, study_uid, series.uid, Path(folder), prefix=f"series{number:03d}_" if contrasts else "")
         report = segment_file(Path(folder), outdir, model, metadata, config, etta_config, checkpoint_info, preview,
-                              progress, output_type="dicom", bounds=bounds, input_record=record)
+                              progress, output_type="dicom", bounds=bounds, input_record=record,
+                              series_uid=series_uid if contrasts else None)
     if store:
         report["dicomweb_stored"] = store_outputs(url, Path(outdir))
         io.write_text_atomic(Path(outdir) / "report.json", json.dumps(report, indent=2, default=json_default))

@@ -14,6 +14,10 @@ the model is loaded once. For each scan OUTDIR (or OUTDIR/<id> in batch mode) re
   ``entropy_pmap.dcm`` (Parametric Map of the entropy in nats) and ``organs_sr.dcm`` (TID 1500
   report of the organ table with SOLF verdicts); see docs/dicom.md.
 
+For a multi-channel (Dixon) model a DICOM folder's series are matched to the model's contrasts by
+their DICOM attributes (:func:`SwinBOBLib.io.dicom_channels.read_dicom_channels`); the DICOM outputs
+reference the first channel's series.
+
 A bad input is refused before anything is written.
 """
 
@@ -35,6 +39,7 @@ from SwinBOBLib import __version__, io
 from SwinBOBLib.inference.config import InferenceConfig, effective_config
 from SwinBOBLib.inference.etta import EttaConfig
 from SwinBOBLib.inference.pipeline import segment_image
+from SwinBOBLib.inference.preprocess import dicom_contrasts
 from SwinBOBLib.inference.provenance import preprocessing_record
 from SwinBOBLib.models.loading import load_checkpoint
 from SwinBOBLib.outputs.dicom_common import source_files
@@ -100,8 +105,9 @@ def _file_digest(path: Path) -> str:
 
 
 def _input_info(image: io.Image, path: Path) -> dict:
+    channels = {"dicom_channels": image.metadata["dicom_channels"]} if image.metadata.get("dicom_channels") else {}
     return {"path": str(path), "shape": list(image.array.shape), "spacing_mm": [round(s, 5) for s in image.spacing],
-            "orientation": image.orientation, "channels": list(image.channel_names or [])}
+            "orientation": image.orientation, "channels": list(image.channel_names or []), **channels}
 
 
 def segment_file(path: Path, outdir: Path, model, metadata, config: InferenceConfig, etta_config: EttaConfig,
@@ -124,7 +130,8 @@ def segment_file(path: Path, outdir: Path, model, metadata, config: InferenceCon
             DICOM series, refused before inference otherwise).
         bounds: SOLF bounds file that judges each structure in the DICOM report (default: the
             bundled bounds).
-        series_uid: which series of a DICOM folder holding several.
+        series_uid: which series of a DICOM folder holding several (for a multi-channel model, the
+            series whose grid settles a contrast found more than once).
         input_record: more about the input for ``report.json`` (e.g. the DICOMweb study it came from).
 
     Raises:
@@ -139,7 +146,7 @@ def segment_file(path: Path, outdir: Path, model, metadata, config: InferenceCon
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        image = io.load_image(path, series_uid=series_uid)
+        image = io.load_image(path, series_uid=series_uid, contrasts=dicom_contrasts(metadata, config))
         load_s = time.perf_counter() - started
         solf_bounds = _dicom_output_checks(image, output_type, bounds)
         result = segment_image(image, model, metadata, config, etta_config, progress)

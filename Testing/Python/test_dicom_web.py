@@ -15,6 +15,7 @@ import pydicom
 import pytest
 import requests
 import tiny  # Testing/Python: the tiny model and scan the command-line tests share
+from test_dicom_channels import DIXON, UKB, Exam, dixon_checkpoint, phantom  # noqa: F401 (fixtures)
 
 from SwinBOBLib import io
 from SwinBOBLib.cli import main
@@ -163,3 +164,29 @@ def test_credentials_in_the_url_are_refused(checkpoint, tmp_path, capsys):
                     "--output-type", "dicom", "--checkpoint", checkpoint) == 1
     error = capsys.readouterr().err
     assert "the URL holds credentials" in error and "SWINBOB_DICOMWEB_USER" in error
+
+
+@pytest.mark.parametrize("url", ["ftp://user:secret@127.0.0.1/dicom-web", "http://user:secret@/dicom-web"])
+def test_credentials_in_a_url_that_is_not_http_are_refused_without_repeating_them(checkpoint, tmp_path, capsys, url):
+    assert _segment("--dicomweb", url, "--study", "1.2.3", "-o", tmp_path / "o", "--output-type", "dicom",
+                    "--checkpoint", checkpoint) == 1
+    error = capsys.readouterr().err
+    assert "the URL holds credentials" in error and "secret" not in error and "user:" not in error
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_four_channel_model_takes_the_studys_dixon_series_as_its_channels(orthanc, phantom, dixon_checkpoint,
+                                                                           tmp_path):
+    exam = Exam(tmp_path / "exam")
+    uids = exam.dixon(phantom, descriptions=UKB)
+    study = _upload(orthanc, exam.folder)
+    out = tmp_path / "out"
+    assert _segment("--dicomweb", f"{orthanc}/dicom-web", "--study", study, "-o", out, "--output-type", "dicom",
+                    "--checkpoint", dixon_checkpoint) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert sorted(report["input"]["dicomweb"]["series_fetched"]) == sorted(uids.values())
+    assert [c["series_uid"] for c in report["input"]["dicom_channels"]] == [uids[c] for c in DIXON]
+    labels = io.load_labelmap(out / "labels.nii.gz")
+    assert labels.spatial_shape == phantom.shape and np.allclose(labels.affine, phantom.affine, atol=1e-4)
+    seg = pydicom.dcmread(out / "labels_seg.dcm", stop_before_pixels=True)
+    assert seg.StudyInstanceUID == study  # stored back it lands in the same study

@@ -4,6 +4,8 @@ A stand-in network that labels voxels by intensity makes the expected label map 
 from the input voxels, so any flip, permutation or shift in the pipeline shows up exactly.
 """
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from torch import nn
 from SwinBOBLib import inference, io
 from SwinBOBLib.inference import InferenceConfig, segment_image, window
 from SwinBOBLib.labels import channel_layout
+from SwinBOBLib.models.heads import entropy as voxel_entropy
 from SwinBOBLib.models.metadata import CheckpointMetadata
 
 LAYOUT = channel_layout("ukbob", "compact")
@@ -224,3 +227,40 @@ def test_etta_out_of_memory_is_skipped_with_a_warning(mr, monkeypatch):
         result = segment_image(mr, IntensityBands(), CheckpointMetadata(roi_size=64), cpu(etta=True))
     assert result.stats["etta"]["skipped"] == "out of memory"
     assert result.labels.array.shape == mr.array.shape
+
+
+# -- the entropy map is the network's, interpolated; the labels are the interpolated probabilities' argmax --
+
+
+def _two_confident_classes(x: int = 6, y: int = 5, z: int = 4) -> torch.Tensor:
+    """Probabilities (1, 3, x, y, z): class 1 (p 0.98) left of the middle, class 2 (p 0.98) right of it."""
+    probs = torch.full((1, 3, x, y, z), 0.01)
+    probs[0, 1, : x // 2] = 0.98
+    probs[0, 2, x // 2:] = 0.98
+    return probs
+
+
+def test_entropy_is_the_model_grids_interpolated_so_a_boundary_between_confident_classes_adds_no_ridge():
+    probs = _two_confident_classes()
+    shape = (21, 9, 7)
+    prepared = type("Prepared", (), {"ras_shape": shape})()
+    labels, entropy, _ = inference.postprocess(probs, prepared)
+    coarse = voxel_entropy(probs)[0]
+    expected = torch.nn.functional.interpolate(coarse[None, None], size=shape, mode="trilinear", align_corners=True)
+    np.testing.assert_allclose(entropy, expected[0, 0].numpy(), rtol=1e-5, atol=1e-6)
+    assert entropy.max() <= float(coarse.max()) + 1e-6  # no ridge: the interpolated probabilities' entropy peaks at the boundary
+    ridge = voxel_entropy(torch.nn.functional.interpolate(probs, size=shape, mode="trilinear", align_corners=True))
+    assert float(ridge.max()) > 3 * float(coarse.max())
+    reference = torch.nn.functional.interpolate(probs, size=shape, mode="trilinear", align_corners=True)[0].argmax(0)
+    assert np.array_equal(labels, reference.numpy())  # labels from the interpolated probabilities
+    assert set(np.unique(labels[:9])) == {1} and set(np.unique(labels[-9:])) == {2}
+
+
+def test_entropy_and_labels_on_the_same_grid_are_the_networks_own(monkeypatch):
+    probs = torch.softmax(torch.randn(1, 5, 6, 7, 8, generator=torch.Generator().manual_seed(3)), 1)
+    prepared = type("Prepared", (), {"ras_shape": (6, 7, 8)})()
+    monkeypatch.setattr(importlib.import_module("SwinBOBLib.inference.postprocess"), "SLAB_BYTES", 5 * 6 * 7 * 4 * 3)
+    labels, entropy, kept = inference.postprocess(probs, prepared, keep_probabilities=True)
+    np.testing.assert_allclose(entropy, voxel_entropy(probs)[0].numpy(), rtol=1e-6, atol=1e-7)
+    assert np.array_equal(labels, probs[0].argmax(0).numpy())
+    np.testing.assert_allclose(kept, probs[0].permute(1, 2, 3, 0).numpy(), rtol=1e-6, atol=1e-7)
