@@ -75,6 +75,8 @@ class Segmentation:
         stats: timings (s), device, paths taken (low memory, fallback), mean entropy, ETTA stats.
         whole_labels: with ``structures``, the label map before the subset was cut out (what SOLF
             measures the body on); None otherwise.
+        organ_rows: the organ table (``outputs.organs.organ_rows``) once written to ``organs.csv``,
+            so the DICOM report reuses it instead of measuring every structure again.
     """
 
     labels: Image
@@ -82,6 +84,7 @@ class Segmentation:
     probabilities: Image | None = None
     stats: dict = field(default_factory=dict)
     whole_labels: Image | None = None
+    organ_rows: list | None = None
 
 
 def window_overlap(config: InferenceConfig, metadata=None) -> float:

@@ -42,8 +42,10 @@ def write_dicom_outputs(result: Segmentation, image, outdir: Path, report: dict,
     seg, present = build_segmentation(labels, image, scheme, report)
     paths["seg"] = save_dataset(seg, Path(outdir) / DICOM_FILES["seg"])
     whole = result.whole_labels
-    rows = organ_rows(labels, entropy, image.spacing, scheme, present,
-                      whole_labels=whole.array if whole is not None else None)
+    by_index = {row["index"]: row for row in result.organ_rows or []}  # organs.csv's rows, measured once
+    rows = ([by_index[index] for index in present] if all(index in by_index for index in present) else
+            organ_rows(labels, entropy, image.spacing, scheme, present,
+                       whole_labels=whole.array if whole is not None else None))
     paths["sr"] = save_dataset(build_report(rows, seg, present, image, scheme, report, bounds, bounds_name, labels),
                                Path(outdir) / DICOM_FILES["sr"])
     return paths

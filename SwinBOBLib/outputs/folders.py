@@ -134,9 +134,9 @@ def write_outputs(result: Segmentation, image: io.Image, outdir: Path, suffix: s
     io.save_image(result.entropy, paths["entropy"], dtype=np.float32)
     structures = result.stats.get("structures")
     whole = result.whole_labels
-    write_organs_csv(organ_rows(result.labels.array, result.entropy.array, image.spacing, scheme, structures,
-                                whole_labels=whole.array if whole is not None else None),
-                     paths["organs"])
+    result.organ_rows = organ_rows(result.labels.array, result.entropy.array, image.spacing, scheme, structures,
+                                   whole_labels=whole.array if whole is not None else None)
+    write_organs_csv(result.organ_rows, paths["organs"])
     if preview:
         paths["preview"] = outdir / "preview.png"
         render_preview(image, paths["preview"], labels=result.labels.array, scheme=scheme,

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from SwinBOBLib.inference.preprocess import dicom_contrasts
 from SwinBOBLib.io.dicomweb import check_url
 from SwinBOBLib.io.files import check_output_path, claim_output_folder, staged_files
 from SwinBOBLib.runtime.locks import folder_lock
@@ -46,12 +47,12 @@ from SwinBOBLib.workflows.cohort_engines import ENGINES, init_ray
 from SwinBOBLib.workflows.cohort_manifest import (
     JOURNAL_NAME,
     append_journal,
-    digest,
     finish_record,
     load_journal,
     plan,
     reserved_ids,
     result_settings,
+    run_key,
     write_manifest,
 )
 from SwinBOBLib.workflows.cohort_scan import ScanSettings
@@ -172,12 +173,15 @@ def _local_cases(inputs: str) -> list[tuple[str, Path]]:
     return list_inputs(inputs)
 
 
-def _fetch(config: CohortConfig, remote, out_dir: Path, events) -> tuple[list, dict, dict, dict]:
+def _fetch(config: CohortConfig, remote, out_dir: Path, events, metadata) -> tuple[list, dict, dict, dict]:
     """Fetch the PACS cases' series into OUT/.sources: ``(cases [(id, series folder, or the source of
     one that could not be fetched)], {id: failed record of those}, the report's DICOMweb record,
     {id: the scan's report.json input record})``."""
     url = config.dicomweb
-    fetched = fetch_all(url, remote, out_dir, events, threads=config.fetch_threads, progress=config.progress)
+    # A multi-channel (Dixon) model gets every image series of each study: the worker matches its contrasts.
+    all_series = dicom_contrasts(metadata, config.scan.config) is not None
+    fetched = fetch_all(url, remote, out_dir, events, threads=config.fetch_threads, progress=config.progress,
+                        all_series=all_series)
     cases = [(item.case.id, item.case.source(url) if item.reason else item.folder) for item in fetched]
     unfetched = {item.case.id: unfetched_record(item, url) for item in fetched if item.reason}
     return cases, unfetched, sources_report(url, config.inputs, fetched), input_records(url, fetched)
@@ -223,15 +227,18 @@ def _run(config: CohortConfig, cases, out_dir: Path, events, on_record, remote=N
     started = time.perf_counter()
     _, metadata, info = load_model_for_cli(config.scan.checkpoint, config.scan.config.roi_size)
     settings = result_settings(config.scan, metadata)
-    key = {"model_sha256": info["sha256"], "settings_sha256": digest(settings)}
-    unfetched, sources, inputs = {}, None, {}
+    key = run_key(info["sha256"], settings)
+    unfetched, sources, inputs, stations = {}, None, {}, {}
     if remote is not None:  # once the model loaded: a bad checkpoint is refused before anything is fetched
-        cases, unfetched, sources, inputs = _fetch(config, remote, out_dir, events)
+        cases, unfetched, sources, inputs = _fetch(config, remote, out_dir, events, metadata)
+        stations = {case.id: case.series_uid for case in remote if case.series_uid}
     local = [(case, path) for case, path in cases if case not in unfetched]
     tasks, reused, reasons = plan(local, load_journal(out_dir), out_dir, key)
     for task in tasks:  # a PACS scan's report.json names where it came from
         if task["id"] in inputs:
             task["input_record"] = inputs[task["id"]]
+        if task["id"] in stations:  # its series (for a Dixon model: the station among the study's series)
+            task["series_uid"] = stations[task["id"]]
     _say_redone(reasons, len(reused), config.progress_json == "-")
     if config.engine == "ray" and tasks:
         init_ray(config.address)  # before the worker count is read from the cluster

@@ -11,6 +11,10 @@ Instance UIDs (or files went missing): a partial download is never used. The ser
 DICOM folders like any other, keyed by content in the manifest, so a series fetched again with
 the same instances is not segmented again.
 
+For a multi-channel (Dixon) model every image series of each study is fetched into the one folder
+(``all_series``), and the worker matches the model's contrasts among them by their DICOM attributes
+as for any DICOM folder; the ``series`` cell then picks the station where a contrast is found twice.
+
 A study that cannot be fetched (unknown UID, refused, connection dropped, no or several image
 series) is a failed row of the run, with the reason; the others go on.
 """
@@ -33,6 +37,7 @@ from SwinBOBLib.io.dicomweb import (
     all_studies,
     choose_remote_series,
     fetch_series,
+    image_series,
     public_url,
     series_instances,
 )
@@ -142,7 +147,7 @@ def series_folder(out_dir: Path, case_id: str) -> Path:
     return Path(out_dir) / SOURCES_DIR / case_id / SERIES_DIR
 
 
-def cached_record(out_dir: Path, case_id: str, series_uid: str, instances: Sequence[str]) -> dict | None:
+def cached_record(out_dir: Path, case_id: str, series_uids: Sequence[str], instances: Sequence[str]) -> dict | None:
     """The record of a complete local copy of the series (the server's SOP Instance UIDs, every file
     present and nothing else), else None."""
     home = Path(out_dir) / SOURCES_DIR / case_id
@@ -151,36 +156,51 @@ def cached_record(out_dir: Path, case_id: str, series_uid: str, instances: Seque
         present = {entry.name for entry in (home / SERIES_DIR).iterdir()}
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or record.get("series_uid") != series_uid:
+    if not isinstance(record, dict) or record.get("series_uids", [record.get("series_uid")]) != list(series_uids):
         return None
     if record.get("sop_instance_uids") != list(instances) or present != set(record.get("files", [])):
         return None
     return record
 
 
-def fetch_case(url: str, case: RemoteCase, out_dir: Path) -> Fetched:
-    """Fetch one case's series into ``OUT/.sources/<id>/`` unless a complete copy is there.
+def fetch_case(url: str, case: RemoteCase, out_dir: Path, all_series: bool = False) -> Fetched:
+    """Fetch one case's series into ``OUT/.sources/<id>/`` unless a complete copy is there; with
+    ``all_series`` (a multi-channel model) every image series of the study.
 
     Raises:
         DicomWebError: unknown study or series, no or several image series, refused, dropped, or
             fewer instances than the server lists; the series folder is then as it was.
     """
     started = time.perf_counter()
-    chosen = choose_remote_series(url, case.study_uid, case.series_uid)
-    instances = series_instances(url, case.study_uid, chosen.uid)
-    record = cached_record(out_dir, case.id, chosen.uid, instances)
+    if all_series:
+        wanted = image_series(url, case.study_uid)
+        chosen = choose_remote_series(url, case.study_uid, case.series_uid) if case.series_uid else None
+    else:
+        chosen = choose_remote_series(url, case.study_uid, case.series_uid)
+        wanted = [chosen]
+    listed = {series.uid: series_instances(url, case.study_uid, series.uid) for series in wanted}
+    instances = sorted(uid for uids in listed.values() for uid in uids)
+    record = cached_record(out_dir, case.id, list(listed), instances)
     folder = series_folder(out_dir, case.id)
     if record is not None:
         return Fetched(case, folder, record, cached=True, seconds=time.perf_counter() - started)
     (folder.parent / SOURCE_RECORD).unlink(missing_ok=True)  # the copy is incomplete from here until renamed
     with staged_folder(folder) as staging:
-        files = _name_by_instance(fetch_series(url, case.study_uid, chosen.uid, staging))
+        paths = []
+        for number, series in enumerate(wanted):
+            paths += fetch_series(url, case.study_uid, series.uid, staging, prefix=f"series{number:03d}_")
+        files = _name_by_instance(paths)
         if sorted(files) != instances:
-            raise DicomWebError(f"{public_url(url)}: series {chosen.uid} of study {case.study_uid}: fetched "
+            raise DicomWebError(f"{public_url(url)}: study {case.study_uid}, series {', '.join(listed)}: fetched "
                                 f"{len(files)} instance(s), the server lists {len(instances)}; run again")
-    record = {"url": public_url(url), "study_uid": case.study_uid, "series_uid": chosen.uid,
-              "series_description": chosen.description, "modality": chosen.modality, "instances": len(files),
+    record = {"url": public_url(url), "study_uid": case.study_uid, "series_uid": chosen.uid if chosen else None,
+              "series_description": chosen.description if chosen else "",
+              "modality": chosen.modality if chosen else "", "instances": len(files),
               "sop_instance_uids": instances, "files": sorted(files.values())}
+    if all_series:
+        record.update(series_uids=list(listed), series=[{"uid": s.uid, "description": s.description,
+                                                         "modality": s.modality, "instances": len(listed[s.uid])}
+                                                        for s in wanted])
     write_text_atomic(folder.parent / SOURCE_RECORD, json.dumps(record, indent=1) + "\n")
     return Fetched(case, folder, record, seconds=time.perf_counter() - started)
 
@@ -202,9 +222,10 @@ def _name_by_instance(paths: Sequence[Path]) -> dict[str, str]:
 
 
 def fetch_all(url: str, cases: Sequence[RemoteCase], out_dir: Path, events, *, threads: int = FETCH_THREADS,
-              progress: bool = True) -> list[Fetched]:
+              progress: bool = True, all_series: bool = False) -> list[Fetched]:
     """Fetch every case (``threads`` at a time) with one bar on stderr and JSON-lines events
     (``fetch_start``, ``fetch_done`` with ``cached``, ``fetch_error``); never raises for one case.
+    ``all_series``: every image series of each study (:func:`fetch_case`).
 
     Returns:
         One :class:`Fetched` per case, in the order of ``cases``.
@@ -215,7 +236,7 @@ def fetch_all(url: str, cases: Sequence[RemoteCase], out_dir: Path, events, *, t
     pool = ThreadPoolExecutor(threads, thread_name_prefix="swinbob-fetch")
     try:
         with _bar(len(cases), progress) as bar:
-            for future in as_completed([pool.submit(_fetch_or_reason, url, case, out_dir) for case in cases]):
+            for future in as_completed([pool.submit(_fetch_or_reason, url, case, out_dir, all_series) for case in cases]):
                 fetched = future.result()
                 results[fetched.case.id] = fetched
                 _emit(events, fetched, bar)
@@ -228,10 +249,10 @@ def fetch_all(url: str, cases: Sequence[RemoteCase], out_dir: Path, events, *, t
     return [results[case.id] for case in cases]
 
 
-def _fetch_or_reason(url: str, case: RemoteCase, out_dir: Path) -> Fetched:
+def _fetch_or_reason(url: str, case: RemoteCase, out_dir: Path, all_series: bool = False) -> Fetched:
     started = time.perf_counter()
     try:
-        return fetch_case(url, case, out_dir)
+        return fetch_case(url, case, out_dir, all_series)
     except Exception as error:  # noqa: BLE001 - one study that cannot be fetched must not stop the cohort
         return Fetched(case, reason=f"{type(error).__name__}: {error}".strip(),
                        seconds=time.perf_counter() - started)
@@ -268,7 +289,9 @@ def input_records(url: str, fetched: Sequence[Fetched]) -> dict[str, dict]:
                            "dicomweb": {"url": public_url(url), "study_uid": item.case.study_uid,
                                         "series_uid": item.record["series_uid"],
                                         "series_description": item.record.get("series_description", ""),
-                                        "local_copy": str(item.folder)}}
+                                        "local_copy": str(item.folder),
+                                        **({"series_fetched": item.record["series_uids"]}
+                                           if "series_uids" in item.record else {})}}
             for item in fetched if not item.reason}
 
 

@@ -55,6 +55,19 @@ def result_settings(settings: ScanSettings, metadata) -> dict:
             "checks": settings.checks}
 
 
+#: Settings that change only a scan's SOLF features and checks, not its segmentation: when nothing
+#: else changed, the features are measured again on the files already written.
+FEATURE_SETTINGS = ("solf_record_version", "scheme", "checks")
+
+
+def run_key(model_sha256: str, settings: Mapping) -> dict:
+    """A run's key: the model's checksum, the checksum of all result settings, and that of the
+    settings the segmentation depends on (all but :data:`FEATURE_SETTINGS`)."""
+    segmentation = {k: v for k, v in settings.items() if k not in FEATURE_SETTINGS}
+    return {"model_sha256": model_sha256, "settings_sha256": digest(settings),
+            "segmentation_sha256": digest(segmentation)}
+
+
 def digest(data) -> str:
     """SHA-256 of ``data`` as sorted JSON (the settings' checksum)."""
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode("utf-8")).hexdigest()
@@ -90,11 +103,18 @@ def why_redo(record: Mapping | None, image: Path, outdir: Path, key: Mapping) ->
         return "input missing"
     if record.get("model_sha256") != key["model_sha256"]:
         return "model changed"
-    if record.get("settings_sha256") != key["settings_sha256"]:
-        return "settings changed"
     if _content_digest(image, record) != record.get("input_sha256"):
         return "input content changed"
+    if record.get("settings_sha256") != key["settings_sha256"]:
+        if record.get("segmentation_sha256") == key.get("segmentation_sha256") and (outdir / "report.json").is_file():
+            return FEATURES_ONLY
+        return "settings changed"
     return None
+
+
+#: The reason of a scan whose segmentation holds but whose features settings (``--checks``, the
+#: scheme, the SOLF record version) changed: only its features are measured again.
+FEATURES_ONLY = "features settings changed (segmentation kept)"
 
 
 def plan(cases: Sequence[tuple[str, Path]], journal: Mapping[str, dict], out_dir: Path,
@@ -104,7 +124,7 @@ def plan(cases: Sequence[tuple[str, Path]], journal: Mapping[str, dict], out_dir
     Args:
         cases: ``[(id, image path)]``.
         journal: :func:`load_journal`.
-        key: ``{"model_sha256", "settings_sha256"}`` of this run.
+        key: :func:`run_key` of this run.
 
     Returns:
         ``(tasks, reused records by id, Counter of why scans are (re)done)``.
@@ -117,7 +137,10 @@ def plan(cases: Sequence[tuple[str, Path]], journal: Mapping[str, dict], out_dir
             reused[case] = {**journal[case], "run": "earlier"}
             continue
         reasons[reason] += 1
-        tasks.append({"id": case, "image": str(image), "outdir": str(outdir), "attempt": 1})
+        task = {"id": case, "image": str(image), "outdir": str(outdir), "attempt": 1}
+        if reason == FEATURES_ONLY:
+            task.update(features_only=True, input_sha256=journal[case]["input_sha256"])
+        tasks.append(task)
     return tasks, reused, reasons
 
 

@@ -97,7 +97,10 @@ class ScanWorker:
 
         Args:
             task: ``{"id", "image", "outdir", "attempt"}`` (paths as strings), and for a scan fetched
-                from a PACS ``"input_record"`` (its source, for ``report.json``'s ``input``).
+                from a PACS ``"input_record"`` (its source, for ``report.json``'s ``input``) and
+                ``"series_uid"`` (the series, or the station a Dixon model's contrasts come from); with
+                ``"features_only"`` (and the ``"input_sha256"`` recorded before) the scan's outputs
+                stand and only its SOLF features and checks are measured again.
 
         Returns:
             A journal record: ``{"id", "status": "done" | "failed", "reason", "worker", "attempt",
@@ -107,10 +110,14 @@ class ScanWorker:
         record = {"id": task["id"], "image": task["image"], "outdir": task["outdir"], "worker": self.worker,
                   "attempt": task.get("attempt", 1), "model_load_s": round(self.load_s, 4)}
         try:
-            record["input_sha256"] = file_digest(task["image"])
-            hashed = time.perf_counter() - started
-            report = self._segment_file(task)
-            record["timings"] = _stage_timings(report, hashed)
+            if task.get("features_only"):  # the segmentation holds: the files it wrote are measured again
+                record.update(input_sha256=task["input_sha256"], features_only=True, timings={})
+                report = json.loads((Path(task["outdir"]) / "report.json").read_text(encoding="utf-8"))
+            else:
+                record["input_sha256"] = file_digest(task["image"])
+                hashed = time.perf_counter() - started
+                report = self._segment_file(task)
+                record["timings"] = _stage_timings(report, hashed)
             features = self._features(task)
             record["timings"]["features_s"] = round(features.pop("seconds"), 4)
             record.update(status="done", reason="", features=features["features"],
@@ -126,7 +133,7 @@ class ScanWorker:
         settings = self.settings
         return segment_file(Path(task["image"]), Path(task["outdir"]), self.model, self.metadata, settings.config,
                             settings.etta_config, self.info, settings.preview, shown_warnings=self.shown,
-                            input_record=task.get("input_record"))
+                            input_record=task.get("input_record"), series_uid=task.get("series_uid"))
 
     def _features(self, task: dict) -> dict:
         """SOLF features and checks of the written label map, with its entropy and image."""

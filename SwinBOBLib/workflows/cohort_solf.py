@@ -130,9 +130,10 @@ def stage_summary(records: Sequence[dict]) -> dict:
     per-scan time (the model's share is what a faster GPU shortens)."""
     timed = [r["timings"] for r in records if r.get("status") == "done" and r.get("timings")]
     totals = {stage: sum(t.get(stage, 0.0) for t in timed) for stage in STAGES}
+    runs = {stage: sum(stage in t for t in timed) for stage in STAGES}  # features alone: a scan re-measured
     whole = sum(totals.values()) or 1.0
-    return {stage.removesuffix("_s"): {"total_s": round(totals[stage], 3),
-                                       "mean_s": round(totals[stage] / len(timed), 4) if timed else None,
+    return {stage.removesuffix("_s"): {"total_s": round(totals[stage], 3), "scans": runs[stage],
+                                       "mean_s": round(totals[stage] / runs[stage], 4) if runs[stage] else None,
                                        "share": round(totals[stage] / whole, 4)} for stage in STAGES}
 
 

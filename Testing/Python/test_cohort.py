@@ -294,3 +294,23 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_changed_checks_measure_the_features_again_and_keep_the_segmentation(local_run, mixed, checkpoint, tmp_path,
+                                                                             capsys):
+    _, first = local_run
+    out = tmp_path / "out"
+    shutil.copytree(first, out)
+    listing = tmp_path / "one.csv"
+    listing.write_text(f"id,image\ncase_0000,{mixed / 'case_0000.nii.gz'}\n", encoding="utf-8")
+    written = {p.name: p.stat().st_mtime_ns for p in (out / "case_0000").iterdir()}
+    assert cli.main(cohort_args(listing, out, checkpoint, "--checks", "all")) == 0
+    assert "to do: 1 features settings changed (segmentation kept)" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "case_0000").iterdir()} == written  # not segmented again
+    report = json.loads((out / "cohort_report.json").read_text(encoding="utf-8"))
+    assert report["counts"]["done_now"] == 1 and report["stages"]["model"]["scans"] == 0
+    assert report["stages"]["features"]["scans"] == 1
+    record = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()][-1]
+    assert record["features_only"] and any("image_inside" in f for f in record["features"].values())
+    assert cli.main(cohort_args(listing, out, checkpoint, "--checks", "all")) == 0  # now nothing to do
+    assert json.loads((out / "cohort_report.json").read_text(encoding="utf-8"))["counts"]["done_now"] == 0

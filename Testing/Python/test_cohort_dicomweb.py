@@ -29,6 +29,7 @@ from SwinBOBLib.workflows.cohort_manifest import FAILURE_COLUMNS, MANIFEST_COLUM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiny  # noqa: E402
+from test_dicom_channels import DIXON, UKB, Exam, dixon_checkpoint, phantom  # noqa: E402, F401 (fixtures)
 
 ORTHANC = shutil.which("Orthanc")
 PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -302,3 +303,29 @@ def test_credentials_never_reach_an_output_file(first_run, pacs, checkpoint, tmp
         content = path.read_bytes()
         assert PASSWORD.encode() not in content and USER.encode() not in content, path
     assert PASSWORD not in json.dumps(log) and USER not in json.dumps(log)
+
+
+def test_a_dixon_model_gets_each_studys_dixon_series_as_its_channels(tmp_path, phantom, dixon_checkpoint):
+    """A four-channel model: every image series of the study is fetched into the scan's folder and
+    its contrasts matched there; a rerun fetches and redoes nothing."""
+    process, base, log = _start_orthanc(tmp_path / "server")
+    try:
+        exam = Exam(tmp_path / "exam")
+        uids = exam.dixon(phantom, descriptions=UKB)
+        study, _ = _upload(base, exam.folder)
+        listing = tmp_path / "studies.csv"
+        listing.write_text(f"id,study\ndixon,{study}\n", encoding="utf-8")
+        out = tmp_path / "out"
+        assert cli.main(cohort(f"{base}/dicom-web", out, dixon_checkpoint, listing)) == 0
+        record = json.loads((out / ".sources" / "dixon" / "source.json").read_text(encoding="utf-8"))
+        assert sorted(record["series_uids"]) == sorted(uids.values()) and record["instances"] == 4 * phantom.shape[2]
+        scan = json.loads((out / "dixon" / "report.json").read_text(encoding="utf-8"))["input"]
+        assert [c["series_uid"] for c in scan["dicom_channels"]] == [uids[c] for c in DIXON]
+        assert sorted(scan["dicomweb"]["series_fetched"]) == sorted(uids.values())
+        labels = io.load_labelmap(out / "dixon" / "labels.nii.gz")
+        assert labels.spatial_shape == phantom.shape and np.allclose(labels.affine, phantom.affine, atol=1e-4)
+        assert cli.main(cohort(f"{base}/dicom-web", out, dixon_checkpoint, listing)) == 0
+        again = json.loads((out / "cohort_report.json").read_text(encoding="utf-8"))
+        assert again["dicomweb"]["already_fetched"] == 1 and again["counts"]["done_now"] == 0
+    finally:
+        _stop(process, log)

@@ -11,6 +11,7 @@ import pytest
 
 from SwinBOBLib.cli import solf as commands
 from SwinBOBLib.solf.bounds import fit_bounds
+from SwinBOBLib.solf import checks
 from SwinBOBLib.solf.checks import (
     BOUNDED_FEATURES,
     CHECKS,
@@ -294,3 +295,22 @@ def test_distribution_figure_has_one_panel_row_per_structure_group(tmp_path):
 
     height, width = matplotlib.image.imread(tmp_path / "d.png").shape[:2]
     assert width == 1400 and height > 300
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_detached_distance_found_near_the_pieces_equals_the_whole_boxs(seed):
+    """The distance transform is first taken around the other pieces only; it must give what the
+    transform of the whole structure's box gives (random masks, anisotropic spacing; fragments near
+    the largest piece, far from it, and beyond the first box's reach)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(60):
+        shape = tuple(int(n) for n in rng.integers(6, 40, 3))
+        mask = rng.random(shape) < rng.uniform(0.002, 0.05)
+        core = tuple(slice(int(rng.integers(0, n // 2)), int(rng.integers(n // 2 + 1, n + 1))) for n in shape)
+        mask[core] = True
+        pieces, count = checks._pieces(mask)
+        spacing = rng.uniform(0.5, 5.0, 3)
+        largest = int(np.argmax(np.bincount(pieces.ravel())[1:])) + 1
+        reference = checks._nearest_to_largest(pieces, largest, count, spacing)
+        expected = float(np.max(reference[np.isfinite(reference)])) if count > 1 else 0.0
+        assert checks._detached_mm(pieces, count, spacing) == pytest.approx(expected, abs=1e-9)
