@@ -48,6 +48,10 @@ if [ "$design" = xsec ]; then
   # each resumes when run again, and a finished part is not run again. Part k-1's weights come from
   # its run folder, or, on a machine without it, from the float16 copy committed at the end of its
   # session (scripts/parts/, scripts/package_demo_model.py --design xsec).
+  # A part's own length where it differs from the recipe's 6,000 steps: part 2 ran on a CPU without
+  # native bf16 (float32, about 0.45 steps/s on 2 cores), so its cosine cycle is 2,100 steps (30
+  # epochs of 70), validated every 10 epochs, to end within one session.
+  declare -A part_settings=([2]="--set max_steps=2100 --set restart_epochs=30 --set val_every=10")
   for part in $(seq 1 "${PARTS:-1}"); do
     committed="$here/scripts/parts/swinbob_demo_xsec_part$part.pt"
     if [ ! -d "$work/xsec-part$part" ] && [ -f "$committed" ]; then
@@ -61,7 +65,8 @@ if [ "$design" = xsec ]; then
       init=(--init-checkpoint "$previous")
     fi
     "$swinbob" train --dataset "$data/cases.csv" --dataset-scheme ukbob -o "$work/xsec-part$part" \
-      --config "$here/Resources/Models/swinbob_demo_xsec.yaml" --set seed="$((part - 1))" "${init[@]}" "${@:2}"
+      --config "$here/Resources/Models/swinbob_demo_xsec.yaml" --set seed="$((part - 1))" \
+      ${part_settings[$part]:-} "${init[@]}" "${@:2}"
   done
   exit 0
 fi

@@ -212,35 +212,50 @@ def _cut_face(slice_areas: list[np.ndarray], box, shape) -> float:
     return float(max(ends)) if ends else 0.0
 
 
-#: Voxels around the other pieces within which :func:`_detached_mm` first looks for the largest one.
-DETACHED_MARGIN = 6
+#: Voxels around each other piece within which :func:`_detached_mm` first looks for the largest one.
+DETACHED_MARGIN = 8
 
 
 def _detached_mm(pieces: np.ndarray, count: int, spacing: np.ndarray) -> float:
     """Distance (mm) from the largest 26-connected piece to the farthest other piece (0: one piece).
 
     Each other piece's distance is that of its voxel nearest to the largest piece (a Euclidean
-    distance transform in mm). The transform is first taken in the box around the other pieces
-    widened by :data:`DETACHED_MARGIN` voxels: a voxel of the largest piece outside that box lies
-    at least ``(margin + 1) x spacing`` away along a widened side, so every distance found within
-    that reach is exact; otherwise (or with no voxel of the largest piece in the box) the whole
-    structure's box is transformed.
+    distance transform in mm). It is first taken in the piece's own box widened by
+    :data:`DETACHED_MARGIN` voxels (where that box is under an eighth of the structure's): a voxel of
+    the largest piece outside it lies at least ``(margin + 1) x spacing`` away along a widened side,
+    so a distance found within that reach is exact. The pieces left (far, large, or with none of the
+    largest piece nearby) share one transform of the structure's whole box.
     """
     if count <= 1:
         return 0.0
     largest = int(np.argmax(np.bincount(pieces.ravel())[1:])) + 1
-    others = np.argwhere((pieces > 0) & (pieces != largest))
-    low = np.maximum(others.min(axis=0) - DETACHED_MARGIN, 0)
-    high = np.minimum(others.max(axis=0) + DETACHED_MARGIN + 1, pieces.shape)
+    shape, found, left = np.array(pieces.shape), [], []
+    for label, box in enumerate(ndimage.find_objects(pieces), start=1):
+        if box is None or label == largest:
+            continue
+        low = np.maximum([s.start - DETACHED_MARGIN for s in box], 0)
+        high = np.minimum([s.stop + DETACHED_MARGIN for s in box], shape)
+        distance = None
+        if np.prod(high - low) * 8 <= pieces.size:
+            distance = _local_distance(pieces, label, largest, low, high, spacing)
+        (found.append(distance) if distance is not None else left.append(label))
+    if left:
+        nearest = _nearest_to_largest(pieces, largest, count, spacing)
+        found += [float(nearest[label]) for label in left]
+    return float(max(found))
+
+
+def _local_distance(pieces: np.ndarray, label: int, largest: int, low, high, spacing) -> float | None:
+    """Piece ``label``'s distance to the ``largest`` one within ``pieces[low:high]``, or None when
+    the box holds none of it or the distance found exceeds the reach that makes it exact."""
+    crop = tuple(slice(int(lo), int(hi)) for lo, hi in zip(low, high))
+    part = pieces[crop]
+    if not np.any(part == largest):
+        return None
     widened = [a for a in range(3) if low[a] > 0 or high[a] < pieces.shape[a]]  # sides with voxels beyond
     reach = (DETACHED_MARGIN + 1) * min((spacing[a] for a in widened), default=np.inf)
-    crop = tuple(slice(int(lo), int(hi)) for lo, hi in zip(low, high))
-    if np.any(pieces[crop] == largest):
-        nearest = _nearest_to_largest(pieces[crop], largest, count, spacing)
-        if np.max(nearest[np.isfinite(nearest)]) <= reach:
-            return float(np.max(nearest[np.isfinite(nearest)]))
-    nearest = _nearest_to_largest(pieces, largest, count, spacing)
-    return float(np.max(nearest[np.isfinite(nearest)]))
+    nearest = float(ndimage.distance_transform_edt(part != largest, sampling=spacing)[part == label].min())
+    return nearest if nearest <= reach else None
 
 
 def _nearest_to_largest(pieces: np.ndarray, largest: int, count: int, spacing) -> np.ndarray:
