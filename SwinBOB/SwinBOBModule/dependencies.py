@@ -30,6 +30,7 @@ PIP_REQUIREMENTS = (
     ("tqdm", "tqdm>=4.60"),
     ("yaml", "pyyaml>=6.0"),
     ("matplotlib", "matplotlib>=3.7"),
+    ("PIL", "pillow>=10.1"),  # preview.png (older Pillow: its small bitmap font)
     ("psutil", "psutil>=5.9"),  # Cancel / Stop end the job's whole process tree
 )
 #: Oldest torch the library works with, as (major, minor); older ones are offered an upgrade.

@@ -128,6 +128,9 @@ def browser():
 def open_page(browser, url: str, reviewer: str):
     context = browser.new_context(viewport={"width": 1500, "height": 900})
     page = context.new_page()
+    # A 2-core CI machine running the whole suite renders slowly: every wait is generous; none of
+    # the tests below passes by waiting, each waits for what must appear.
+    page.set_default_timeout(90_000)
     page.goto(url)
     page.get_by_role("button", name="Accept").wait_for()
     field = page.get_by_label("Reviewer")
@@ -148,7 +151,7 @@ def view_pixels(page, index: int = 0) -> np.ndarray:
     return np.asarray(PILImage.open(io.BytesIO(picture)).convert("L"), dtype=np.float64)
 
 
-def wait_for(condition, what: str, timeout: float = 30.0):
+def wait_for(condition, what: str, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
