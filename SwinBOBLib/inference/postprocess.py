@@ -52,7 +52,7 @@ def probability_slabs(probs: torch.Tensor, shape: Sequence[int], slab: int = 16)
         lo = int(zs[z0].floor())
         hi = min(int(zs[z1 - 1].ceil()), probs.shape[3] - 1)
         # (K, X', Y', z') -> planes (z', K, X', Y') stored channels-last, i.e. (z', X', Y', K) in memory
-        planes = probs[:, :, :, lo:hi + 1].permute(3, 0, 1, 2).float().contiguous(memory_format=torch.channels_last)
+        planes = probs[:, :, :, lo:hi + 1].permute(3, 0, 1, 2).to(torch.float32, memory_format=torch.channels_last)
         if probs.shape[3] != shape[2]:
             planes = _lerp_planes(planes, zs[z0:z1] - lo)
         if not same_xy:
