@@ -140,7 +140,11 @@ def choose_remote_series(url: str, study_uid: str, series_uid: str | None) -> Re
     Raises:
         DicomWebError: no image series, several and no ``series_uid`` (each listed), or an unknown one.
     """
-    series = image_series(url, study_uid)
+    return _choose(url, study_uid, series_uid, image_series(url, study_uid))
+
+
+def _choose(url: str, study_uid: str, series_uid: str | None, series: Sequence[RemoteSeries]) -> RemoteSeries:
+    """:func:`choose_remote_series` among the study's image series ``series``, already listed."""
     listing = "; ".join(s.describe() for s in series) or "none"
     if series_uid is not None:
         chosen = [s for s in series if s.uid == series_uid]
@@ -152,6 +156,22 @@ def choose_remote_series(url: str, study_uid: str, series_uid: str | None) -> Re
         raise DicomWebError(f"{public_url(url)}: study {study_uid} has {len(series)} image series ({listing}); "
                             "choose one with --series UID")
     return series[0]
+
+
+def series_to_fetch(url: str, study_uid: str, series_uid: str | None,
+                    all_series: bool) -> tuple[RemoteSeries | None, list[RemoteSeries]]:
+    """``(the chosen series, the series to fetch)`` of one scan: the chosen image series alone
+    (:func:`choose_remote_series`), or with ``all_series`` (a multi-channel model's Dixon contrasts)
+    every image series of the study, ``series_uid`` (if given, else None is chosen) among them.
+
+    Raises:
+        DicomWebError: as :func:`choose_remote_series`.
+    """
+    series = image_series(url, study_uid)
+    if not all_series:
+        chosen = _choose(url, study_uid, series_uid, series)
+        return chosen, [chosen]
+    return (_choose(url, study_uid, series_uid, series) if series_uid else None), series
 
 
 def fetch_series(url: str, study_uid: str, series_uid: str, folder: Path, prefix: str = "") -> list[Path]:

@@ -35,11 +35,10 @@ from pathlib import Path
 from SwinBOBLib.io.dicomweb import (
     DicomWebError,
     all_studies,
-    choose_remote_series,
     fetch_series,
-    image_series,
     public_url,
     series_instances,
+    series_to_fetch,
 )
 from SwinBOBLib.io.files import safe_name, staged_folder, write_text_atomic
 from SwinBOBLib.workflows.dicomweb import dicomweb_source
@@ -172,12 +171,7 @@ def fetch_case(url: str, case: RemoteCase, out_dir: Path, all_series: bool = Fal
             fewer instances than the server lists; the series folder is then as it was.
     """
     started = time.perf_counter()
-    if all_series:
-        wanted = image_series(url, case.study_uid)
-        chosen = choose_remote_series(url, case.study_uid, case.series_uid) if case.series_uid else None
-    else:
-        chosen = choose_remote_series(url, case.study_uid, case.series_uid)
-        wanted = [chosen]
+    chosen, wanted = series_to_fetch(url, case.study_uid, case.series_uid, all_series)
     listed = {series.uid: series_instances(url, case.study_uid, series.uid) for series in wanted}
     instances = sorted(uid for uids in listed.values() for uid in uids)
     record = cached_record(out_dir, case.id, list(listed), instances)

@@ -15,10 +15,9 @@ from pathlib import Path
 from SwinBOBLib import io
 from SwinBOBLib.inference.preprocess import dicom_contrasts
 from SwinBOBLib.io.dicomweb import (
-    choose_remote_series,
     fetch_series,
-    image_series,
     public_url,
+    series_to_fetch,
     store_files,
 )
 from SwinBOBLib.outputs.dicom_common import DICOM_FILES
@@ -50,15 +49,8 @@ def segment_dicomweb(url: str, study_uid: str, series_uid: str | None, outdir: P
         DicomWebError: the server refuses, cannot be reached, or has no such study or series; when
             storing fails, the local outputs are complete and the message says so.
     """
-    contrasts = dicom_contrasts(metadata, config)
-    if contrasts:  # a multi-channel (Dixon) model: the study's image series are matched as a folder's are
-        fetched = image_series(url, study_uid)
-        chosen = next((s for s in fetched if s.uid == series_uid), None) if series_uid else None
-        if series_uid and chosen is None:
-            chosen = choose_remote_series(url, study_uid, series_uid)  # raises: no such image series, listed
-    else:
-        chosen = choose_remote_series(url, study_uid, series_uid)
-        fetched = [chosen]
+    contrasts = dicom_contrasts(metadata, config)  # a multi-channel (Dixon) model: every image series
+    chosen, fetched = series_to_fetch(url, study_uid, series_uid, all_series=contrasts is not None)
     record = {"path": dicomweb_source(url, study_uid, series_uid),  # as the case folder was chosen
               "dicomweb": {"url": public_url(url), "study_uid": study_uid, "series_uid": chosen.uid if chosen else None,
                            "series_description": chosen.description if chosen else None,

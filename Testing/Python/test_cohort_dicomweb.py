@@ -11,10 +11,7 @@ import contextlib
 import csv
 import json
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +26,9 @@ from SwinBOBLib.workflows.cohort_manifest import FAILURE_COLUMNS, MANIFEST_COLUM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiny  # noqa: E402
+from test_dicom_web import _start_orthanc as start_orthanc, _stop  # noqa: E402
 from test_dicom_channels import DIXON, UKB, Exam, dixon_checkpoint, phantom  # noqa: E402, F401 (fixtures)
 
-ORTHANC = shutil.which("Orthanc")
-PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
 USER, PASSWORD = "cohort-reader", "pw-Xq7-never-written"
 UNKNOWN = "1.2.826.0.1.3680043.9.7777.404"  # a well-formed Study Instance UID the server does not hold
@@ -53,45 +49,10 @@ def _credentials():
         yield
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_orthanc(folder: Path):
-    """Orthanc with its DICOMweb plugin on 127.0.0.1 (as test_dicom_web starts it), wanting USER and
-    PASSWORD on every request: ``(process, base URL, log)``."""
-    if ORTHANC is None or not PLUGIN.exists():
-        pytest.skip("Orthanc with its DICOMweb plugin is missing: apt-get install orthanc orthanc-dicomweb")
-    folder.mkdir(parents=True)
-    port = _free_port()
-    config = {"Name": "swinbob-cohort-test", "StorageDirectory": str(folder / "db"),
-              "IndexDirectory": str(folder / "db"), "HttpPort": port, "DicomServerEnabled": False,
-              "DicomPort": _free_port(), "RemoteAccessAllowed": False, "AuthenticationEnabled": True,
-              "RegisteredUsers": {USER: PASSWORD}, "Plugins": [str(PLUGIN)],
-              "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
-    (folder / "orthanc.json").write_text(json.dumps(config))
-    log = open(folder / "orthanc.log", "w")  # noqa: SIM115 (closed by _stop with the server)
-    process = subprocess.Popen([ORTHANC, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(150):
-        try:
-            if requests.get(f"{base}/system", auth=(USER, PASSWORD), timeout=1).ok:
-                return process, base, log
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    process.kill()
-    pytest.fail(f"Orthanc did not start: {(folder / 'orthanc.log').read_text()[-2000:]}")
-
-
-def _stop(process, log) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    """Orthanc with its DICOMweb plugin on 127.0.0.1 (test_dicom_web's), wanting USER and PASSWORD on
+    every request: ``(process, base URL, log)``."""
+    return start_orthanc(folder, users={USER: PASSWORD})
 
 
 def _upload(base: str, folder: Path) -> tuple[str, str]:

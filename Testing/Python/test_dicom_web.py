@@ -38,15 +38,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_orthanc(folder: Path, lua: str | None = None):
+def _start_orthanc(folder: Path, lua: str | None = None, users: dict | None = None):
+    """Orthanc with its DICOMweb plugin on 127.0.0.1 and a port of its own; with ``users`` (name:
+    password) it wants one of them on every request. ``(process, base URL, log)``."""
     if ORTHANC is None or not PLUGIN.exists():
         pytest.skip("Orthanc with its DICOMweb plugin is missing: apt-get install orthanc orthanc-dicomweb")
     folder.mkdir(parents=True)
     port = _free_port()
     config = {"Name": "swinbob-test", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
               "HttpPort": port, "DicomServerEnabled": False, "DicomPort": _free_port(), "RemoteAccessAllowed": False,
-              "AuthenticationEnabled": False, "Plugins": [str(PLUGIN)],
+              "AuthenticationEnabled": bool(users), "Plugins": [str(PLUGIN)],
               "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
+    if users:
+        config["RegisteredUsers"] = dict(users)
     if lua:
         (folder / "filter.lua").write_text(lua)
         config["LuaScripts"] = [str(folder / "filter.lua")]
@@ -56,7 +60,8 @@ def _start_orthanc(folder: Path, lua: str | None = None):
     base = f"http://127.0.0.1:{port}"
     for _ in range(150):
         try:
-            if requests.get(f"{base}/system", timeout=1).ok:
+            auth = next(iter(users.items())) if users else None
+            if requests.get(f"{base}/system", auth=auth, timeout=1).ok:
                 return process, base, log
         except requests.ConnectionError:
             time.sleep(0.2)
