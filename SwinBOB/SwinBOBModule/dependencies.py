@@ -25,6 +25,7 @@ PIP_REQUIREMENTS = (
     ("monai", "monai>=1.4"),
     ("einops", "einops>=0.7"),  # MONAI's Swin-UNETR imports it at its first forward pass
     ("scipy", "scipy>=1.10"),
+    ("cc3d", "connected-components-3d>=3.12"),  # the SOLF label checks' connected pieces
     ("nibabel", "nibabel>=5.0"),
     ("numba", "numba>=0.59"),
     ("tqdm", "tqdm>=4.60"),

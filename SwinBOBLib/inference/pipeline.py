@@ -205,7 +205,7 @@ def _finish(probs, prepared: Prepared, metadata, config: InferenceConfig, select
         layout = checkpoint_layout(metadata)
         dtype = np.uint8 if max(layout.labels) < 256 else np.uint16
         labels, entropy, kept = postprocess(probs, prepared, config.probabilities,
-                                            decode=lambda part: layout.channels_to_labels(part.argmax(0).numpy()),
+                                            labels_of=layout.channels_to_labels,
                                             dtype=dtype)
         kind, classes = layout.kind, layout.num_channels
     del probs

@@ -18,7 +18,6 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 
-from SwinBOBLib.io.geometry import reorient
 from SwinBOBLib.io.image import Image
 from SwinBOBLib.labels.schemes import get_scheme
 
@@ -36,10 +35,14 @@ def _label_colors(scheme: str, max_label: int) -> np.ndarray:
 
 
 def _centre_slices(labels: np.ndarray | None, shape) -> tuple[int, int, int]:
-    """Slice through the labels' centre of mass, or the volume centre."""
-    if labels is not None and np.any(labels):
-        return tuple(int(round(c)) for c in np.argwhere(labels > 0).mean(axis=0))
-    return tuple(n // 2 for n in shape)
+    """Slice through the labels' centre of mass (from the labelled voxels' three axis profiles),
+    or the volume centre."""
+    labelled = labels > 0 if labels is not None else None
+    if labelled is None or not labelled.any():
+        return tuple(n // 2 for n in shape)
+    total = float(np.count_nonzero(labelled))
+    profiles = [labelled.sum(axis=tuple(a for a in range(3) if a != axis), dtype=np.int64) for axis in range(3)]
+    return tuple(int(round(float(np.arange(n) @ p) / total)) for n, p in zip(labelled.shape, profiles))
 
 
 def _panels(volume: np.ndarray, centre, spacing):
@@ -261,19 +264,25 @@ def _legend(draw, entries, where, font, columns: int = 4) -> None:
 
 def _ras_layers(image: Image, labels, heatmap):
     """``(scan, labels or None, heat map or None, spacing)`` reoriented to RAS together (exactly:
-    flips and permutations), the scan's first channel as float32."""
-    stack = [image.array if image.num_channels == 1 else image.array[..., 0]]
+    flips and permutations, as :func:`~SwinBOBLib.io.geometry.reorient`), the scan's first channel.
+
+    Views, not copies: only three slices of each are drawn (a reoriented float32 copy of every
+    layer took a second of a UK Biobank-size scan's preview).
+    """
+    import nibabel.orientations as nio
+
     for extra in (labels, heatmap):
         if extra is not None and np.asarray(extra).shape[:3] != image.spatial_shape:
             raise ValueError(f"overlay of shape {np.asarray(extra).shape} does not match the image grid "
                              f"{image.spatial_shape}")
-    ras, _ = reorient(Image(np.stack([stack[0]] + [np.asarray(x, np.float32) for x in (labels, heatmap)
-                                                    if x is not None], axis=-1), image.affine), "RAS")
-    volume = ras.array[..., 0].astype(np.float32)
-    ras_labels = ras.array[..., 1].astype(np.int64) if labels is not None else None
-    ras_heat = ras.array[..., -1] if heatmap is not None else None
-    return volume, ras_labels, ras_heat, ras.spacing
-
+    transform = nio.ornt_transform(nio.io_orientation(image.affine), nio.axcodes2ornt(("R", "A", "S")))
+    affine = image.affine @ nio.inv_ornt_aff(transform, image.spatial_shape)
+    view = lambda array: nio.apply_orientation(np.asarray(array), transform)  # noqa: E731
+    volume = view(image.array if image.num_channels == 1 else image.array[..., 0])
+    if labels is not None and not np.issubdtype(np.asarray(labels).dtype, np.integer):
+        labels = np.asarray(labels).astype(np.int64)  # colour table indices
+    return (volume, view(labels) if labels is not None else None, view(heatmap) if heatmap is not None else None,
+            tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0)))
 
 
 def _save(picture: PILImage.Image, path: Path) -> Path:

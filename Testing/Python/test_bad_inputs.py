@@ -200,6 +200,47 @@ def test_postprocess_slabs_are_bounded_and_labels_are_uint8():
     assert channels.dtype == np.uint8 and np.array_equal(channels, reference.argmax(0).numpy())
 
 
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_the_argmax_interpolating_only_channels_that_can_win_equals_the_full_ones(scale):
+    """Channels below the floor in every model-grid voxel of a slab are left out of its
+    interpolation: the labels equal the argmax of every channel interpolated (sharp, peaked
+    probabilities as a trained network gives, most channels absent from part of the scan; sums
+    other than 1 too), and the kept probabilities still hold every channel."""
+    torch.manual_seed(2)
+    logits = torch.randn(1, 40, 9, 8, 12) * 6
+    logits[:, 20:] -= 30 * (torch.arange(12) < 6).float()  # channels 20.. absent from the first half in z
+    probs = torch.softmax(logits, 1) * scale
+    shape = (17, 15, 23)
+    reference = torch.nn.functional.interpolate(probs, size=shape, mode="trilinear", align_corners=True)[0]
+    prepared = type("Prepared", (), {"ras_shape": shape})()
+    floor = postprocess_module.argmax_floor(probs)
+    assert floor == pytest.approx(scale / 40, rel=1e-3)
+    assert postprocess_module.argmax_floor(torch.full((1, 3, 2, 2, 2), float("nan"))) is None  # nothing left out
+    assert postprocess_module.argmax_floor(torch.zeros(1, 3, 2, 2, 2)) is None
+    pruned = [index for *_, index in postprocess_module._slabs(probs, shape, slab=4, floor=floor)]
+    assert any(index is not None and len(index) < 40 for index in pruned)  # some slabs did leave channels out
+    channels, _, _ = postprocess_module.postprocess(probs, prepared)
+    assert np.array_equal(channels, reference.argmax(0).numpy())
+    lookup = np.arange(100, 140, dtype=np.uint8)
+    labels, _, _ = postprocess_module.postprocess(probs, prepared, labels_of=lambda found: lookup[found])
+    assert np.array_equal(labels, lookup[reference.argmax(0).numpy()])
+    _, _, kept = postprocess_module.postprocess(probs, prepared, keep_probabilities=True)
+    torch.testing.assert_close(torch.from_numpy(kept), reference.permute(1, 2, 3, 0), atol=1e-5, rtol=1e-5)
+
+
+def test_the_channel_argmax_of_a_slab_is_torchs_ties_included():
+    """numpy's argmax over a channels-last slab (the fast path) and torch's over any other layout
+    give torch.argmax's answer, the first channel of a tie."""
+    torch.manual_seed(1)
+    planes = torch.rand(5, 72, 9, 7).to(memory_format=torch.channels_last)  # (z, K, X, Y) as the slabs lie
+    planes[2, 10:13, 3, 4] = 2.0  # a three-way tie: channel 10 wins
+    planes[:, 40] = planes[:, 41]  # a tie in every voxel where these two lead
+    for part in (planes.permute(1, 2, 3, 0), planes.contiguous().permute(1, 2, 3, 0), torch.rand(72, 9, 7, 5)):
+        found = postprocess_module.channel_argmax(part)
+        assert found.shape == (9, 7, 5) and np.array_equal(found, part.argmax(0).numpy())
+    assert postprocess_module.channel_argmax(planes.permute(1, 2, 3, 0))[3, 4, 2] == 10
+
+
 # -- item 14: training memory on the CPU ----------------------------------------------------
 
 

@@ -167,6 +167,25 @@ def test_organ_rows_volumes_and_entropy():
     assert row["mean_entropy"] == pytest.approx((63 * 0.25 + 0.75) / 64, abs=1e-4)
 
 
+def test_organ_rows_entropy_columns_equal_whole_grid_reductions():
+    """The per-structure voxels, mean and max entropy, taken in each structure's box, equal
+    bincounts and ndimage.maximum over the whole grid (scattered labels, a Fortran-ordered map as
+    NIfTI files load, a label past the scheme's end ignored)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    labels = np.asfortranarray(rng.choice([0, 1, 5, 18, 65, 66, 71], size=(30, 20, 12)).astype(np.uint8))
+    labels[0, 0, :3] = 200  # not a ukbob label: no row, no failure
+    entropy = rng.random(labels.shape).astype(np.float32)
+    rows = {r["index"]: r for r in organ_rows(labels, entropy, (1.5, 1.5, 3.0))}
+    for index in (1, 5, 18, 65, 66, 71):
+        inside = labels == index
+        assert rows[index]["voxels"] == int(inside.sum())
+        assert rows[index]["mean_entropy"] == round(float(entropy[inside].astype(np.float64).mean()), 5)
+        assert rows[index]["max_entropy"] == round(float(ndimage.maximum(entropy, labels, index)), 5)
+    assert rows[2]["voxels"] == 0 and rows[2]["max_entropy"] == ""
+
+
 def test_list_inputs(tmp_path):
     io.save_image(body(shape=(8, 8, 8)), tmp_path / "a.nii.gz")
     io.save_image(body(shape=(8, 8, 8)), tmp_path / "b.nrrd")

@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from SwinBOBLib.cli import solf as commands
 from SwinBOBLib.solf.bounds import fit_bounds
@@ -297,20 +298,52 @@ def test_distribution_figure_has_one_panel_row_per_structure_group(tmp_path):
     assert width == 1400 and height > 300
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_detached_distance_found_near_the_pieces_equals_the_whole_boxs(seed):
-    """The distance transform is first taken around the other pieces only; it must give what the
-    transform of the whole structure's box gives (random masks, anisotropic spacing; fragments near
-    the largest piece, far from it, and beyond the first box's reach)."""
+def _random_masks(seed: int, n: int = 60):
+    """Random masks with a solid core and scattered voxels: many pieces, holes, pits and notches."""
     rng = np.random.default_rng(seed)
-    for _ in range(60):
-        shape = tuple(int(n) for n in rng.integers(6, 40, 3))
-        mask = rng.random(shape) < rng.uniform(0.002, 0.05)
-        core = tuple(slice(int(rng.integers(0, n // 2)), int(rng.integers(n // 2 + 1, n + 1))) for n in shape)
-        mask[core] = True
+    for _ in range(n):
+        shape = tuple(int(v) for v in rng.integers(6, 40, 3))
+        mask = rng.random(shape) < rng.uniform(0.002, 0.3)
+        core = tuple(slice(int(rng.integers(0, v // 2)), int(rng.integers(v // 2 + 1, v + 1))) for v in shape)
+        mask[core] = rng.random(mask[core].shape) < rng.uniform(0.9, 1.0)
+        yield mask, rng.uniform(0.5, 5.0, 3)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_detached_distance_equals_a_distance_transforms(seed):
+    """The surface k-d tree gives what a Euclidean distance transform of the whole box gives: each
+    other piece's voxel nearest to the largest piece, the farthest of those (anisotropic spacing)."""
+    for mask, spacing in _random_masks(seed):
         pieces, count = checks._pieces(mask)
-        spacing = rng.uniform(0.5, 5.0, 3)
+        assert count == ndimage.label(mask, structure=np.ones((3, 3, 3), bool))[1]
+        if count < 2:
+            assert checks._detached_mm(pieces, count, spacing) == 0.0
+            continue
         largest = int(np.argmax(np.bincount(pieces.ravel())[1:])) + 1
-        reference = checks._nearest_to_largest(pieces, largest, count, spacing)
-        expected = float(np.max(reference[np.isfinite(reference)])) if count > 1 else 0.0
-        assert checks._detached_mm(pieces, count, spacing) == pytest.approx(expected, abs=1e-9)
+        distance = ndimage.distance_transform_edt(pieces != largest, sampling=spacing)
+        nearest = [distance[pieces == label].min() for label in range(1, count + 1) if label != largest]
+        assert checks._detached_mm(pieces, count, spacing) == pytest.approx(max(nearest), abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_hole_and_surface_values_equal_scipys_morphology(seed):
+    """Slice holes, cavities, pits and the closing, computed with shifted copies and cc3d, equal
+    scipy.ndimage's fill_holes (slice by slice and 3D), convolution and binary_closing."""
+    faces = ndimage.generate_binary_structure(3, 1)
+    for mask, _spacing in _random_masks(seed, 40):
+        voxels = mask.sum()
+        filled = mask.copy()
+        for axis in range(3):
+            for index in range(mask.shape[axis]):
+                plane = np.take(mask, index, axis=axis)
+                holes = ndimage.binary_fill_holes(plane) & ~plane
+                np.moveaxis(filled, axis, 0)[index] |= holes
+        cavities = (ndimage.binary_fill_holes(mask) & ~mask).sum()
+        padded = np.pad(mask, 3)
+        neighbours = ndimage.convolve(padded.astype(np.int8), faces.astype(np.int8), mode="constant") - padded
+        closed = ndimage.binary_closing(padded, faces, iterations=2)
+        values = {**checks._hole_values(mask), **checks._surface_values(mask)}
+        assert values["filled_volume_ratio"] == pytest.approx(filled.sum() / voxels, abs=1e-12)
+        assert values["cavity_fraction"] == pytest.approx(cavities / voxels, abs=1e-12)
+        assert values["pits"] == int((~padded & (neighbours >= 5)).sum())
+        assert values["closing_gain"] == pytest.approx((closed.sum() - voxels) / voxels, abs=1e-12)
