@@ -224,36 +224,82 @@ def _cut_face(slice_areas: list[np.ndarray], box, shape) -> float:
     return float(max(ends)) if ends else 0.0
 
 
+#: Voxels around each other piece within which :func:`_detached_mm` first looks for the largest one.
+DETACHED_MARGIN = 8
+
+
 def _detached_mm(pieces: np.ndarray, count: int, spacing: np.ndarray, sizes: np.ndarray | None = None) -> float:
     """Distance (mm) from the largest 26-connected piece to the farthest other piece (0: one piece).
 
     Each other piece's distance is that between its voxel nearest to the largest piece and that
     voxel's nearest voxel of the largest piece (centre to centre, in mm). Both voxels of a nearest
     pair lie on their pieces' surfaces (from an inner voxel, one step toward the other voxel is
-    still in the piece and nearer), so only surface voxels are compared: the largest piece's in a
-    k-d tree, queried with each other piece's, bounded by the distance of that piece's voxel
-    nearest the largest piece's centre (far points are then dismissed at once; an unbounded query
-    from a far piece visits much of the tree).
+    still in the piece and nearer), so only surface voxels are compared, in a k-d tree.
+
+    A piece is first measured in its own box widened by :data:`DETACHED_MARGIN` voxels (where that
+    box is under an eighth of the structure's): a voxel of the largest piece outside it lies at
+    least ``(margin + 1) x spacing`` away along a widened side, so a distance found within that
+    reach is exact. The pieces left (far, large, or with none of the largest piece nearby) are
+    measured against the whole largest piece's surface, each query bounded by the distance of the
+    piece's voxel nearest the largest piece's centre (far points are then dismissed at once).
     """
     if count <= 1:
         return 0.0
     sizes = np.bincount(pieces.ravel()) if sizes is None else sizes
     largest = int(np.argmax(sizes[1:])) + 1
+    shape, farthest, left = np.array(pieces.shape), 0.0, []
+    for label, box in enumerate(ndimage.find_objects(pieces), start=1):
+        if box is None or label == largest:
+            continue
+        low = np.maximum([b.start - DETACHED_MARGIN for b in box], 0)
+        high = np.minimum([b.stop + DETACHED_MARGIN for b in box], shape)
+        distance = None
+        if np.prod(high - low) * 8 <= pieces.size:
+            distance = _local_distance(pieces, label, largest, low, high, spacing)
+        if distance is None:
+            left.append(label)
+        else:
+            farthest = max(farthest, distance)
+    if left:
+        farthest = max(farthest, _farthest_from_largest(pieces, largest, left, spacing))
+    return farthest
+
+
+def _surface_points(mask: np.ndarray, spacing) -> np.ndarray:
+    """``(N, 3)`` millimetre coordinates of the voxels of ``mask`` with a face neighbour outside it
+    (or on the array's edge)."""
+    return np.argwhere(mask & ~_erode_faces(mask)) * spacing
+
+
+def _local_distance(pieces: np.ndarray, label: int, largest: int, low, high, spacing) -> float | None:
+    """Piece ``label``'s distance to the ``largest`` one within ``pieces[low:high]``, or None when
+    the box holds none of it or the distance found exceeds the reach that makes it exact. The
+    largest piece's voxels on the box's edge count as surface: a superset, so the nearest is among
+    them (a step toward the piece from an inner voxel stays inside the box)."""
+    part = pieces[tuple(slice(int(lo), int(hi)) for lo, hi in zip(low, high))]
+    target = part == largest
+    if not target.any():
+        return None
+    widened = [a for a in range(3) if low[a] > 0 or high[a] < pieces.shape[a]]  # sides with voxels beyond
+    reach = (DETACHED_MARGIN + 1) * min((spacing[a] for a in widened), default=np.inf)
+    nearest = float(cKDTree(_surface_points(target, spacing)).query(_surface_points(part == label, spacing))[0].min())
+    return nearest if nearest <= reach else None
+
+
+def _farthest_from_largest(pieces: np.ndarray, largest: int, labels, spacing) -> float:
+    """The largest of the distances of the pieces ``labels`` to the ``largest`` piece, over its whole surface."""
     mask = pieces != 0
     surface = np.argwhere(mask & ~_erode_faces(mask))  # 26-connected pieces never touch: each one's surface
-    labels = pieces[tuple(surface.T)]
-    order = np.argsort(labels, kind="stable")
-    points, labels = surface[order] * spacing, labels[order]
-    groups = np.split(points, np.flatnonzero(np.diff(labels)) + 1)
-    named = labels[np.r_[0, np.flatnonzero(np.diff(labels)) + 1]]
-    tree = cKDTree(groups[int(np.flatnonzero(named == largest)[0])])
-    centre = tree.data.mean(axis=0)
+    named = pieces[tuple(surface.T)]
+    tree = cKDTree(surface[named == largest] * spacing)
+    centre, wanted = tree.data.mean(axis=0), np.isin(named, labels)
+    surface, named = surface[wanted] * spacing, named[wanted]
+    order = np.argsort(named, kind="stable")
     farthest = 0.0
-    for piece in (group for group, label in zip(groups, named) if label != largest):
+    for piece in np.split(surface[order], np.flatnonzero(np.diff(named[order])) + 1):
         seed = piece[np.argmin(((piece - centre) ** 2).sum(axis=1))]
         bound = float(tree.query(seed)[0])  # the seed's distance: the piece's is at most this
-        nearest = float(tree.query(piece, distance_upper_bound=bound * (1 + 1e-9) + 1e-9)[0].min())
-        farthest = max(farthest, nearest)
+        farthest = max(farthest, float(tree.query(piece, distance_upper_bound=bound * (1 + 1e-9) + 1e-9)[0].min()))
     return farthest
 
 
