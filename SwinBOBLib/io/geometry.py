@@ -50,13 +50,21 @@ def reorient(image: Image, axcodes: str = "RAS") -> tuple[Image, Reorientation]:
     """
     import nibabel.orientations as nio
 
-    current = nio.io_orientation(image.affine)
-    target = nio.axcodes2ornt(tuple(axcodes))
-    transform = nio.ornt_transform(current, target)
+    transform, affine = orientation_transform(image.affine, image.spatial_shape, axcodes)
     array = np.ascontiguousarray(nio.apply_orientation(image.array, transform))
-    affine = image.affine @ nio.inv_ornt_aff(transform, image.spatial_shape)
     record = Reorientation(image.affine.copy(), image.spatial_shape, transform)
     return replace(image, array=array, affine=affine, metadata=dict(image.metadata)), record
+
+
+def orientation_transform(affine: np.ndarray, shape, axcodes: str = "RAS") -> tuple[np.ndarray, np.ndarray]:
+    """``(transform, reoriented affine)``: the nibabel orientation transform that :func:`reorient`
+    applies to a grid of ``shape`` with ``affine`` to make its axes point along ``axcodes``, and the
+    affine after it. ``nibabel.orientations.apply_orientation(array, transform)`` gives the
+    reoriented array as a view (flips and a transpose), where only part of it is read."""
+    import nibabel.orientations as nio
+
+    transform = nio.ornt_transform(nio.io_orientation(affine), nio.axcodes2ornt(tuple(axcodes)))
+    return transform, affine @ nio.inv_ornt_aff(transform, tuple(shape)[:3])
 
 
 def undo_reorientation(image: Image, record: Reorientation) -> Image:

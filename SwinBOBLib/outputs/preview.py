@@ -18,8 +18,10 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 
+from SwinBOBLib.io.geometry import orientation_transform
 from SwinBOBLib.io.image import Image
 from SwinBOBLib.labels.schemes import get_scheme
+from SwinBOBLib.solf.checks import mass_centre
 
 
 def _label_colors(scheme: str, max_label: int) -> np.ndarray:
@@ -40,9 +42,7 @@ def _centre_slices(labels: np.ndarray | None, shape) -> tuple[int, int, int]:
     labelled = labels > 0 if labels is not None else None
     if labelled is None or not labelled.any():
         return tuple(n // 2 for n in shape)
-    total = float(np.count_nonzero(labelled))
-    profiles = [labelled.sum(axis=tuple(a for a in range(3) if a != axis), dtype=np.int64) for axis in range(3)]
-    return tuple(int(round(float(np.arange(n) @ p) / total)) for n, p in zip(labelled.shape, profiles))
+    return tuple(int(round(float(c))) for c in mass_centre(labelled))
 
 
 def _panels(volume: np.ndarray, centre, spacing):
@@ -275,8 +275,7 @@ def _ras_layers(image: Image, labels, heatmap):
         if extra is not None and np.asarray(extra).shape[:3] != image.spatial_shape:
             raise ValueError(f"overlay of shape {np.asarray(extra).shape} does not match the image grid "
                              f"{image.spatial_shape}")
-    transform = nio.ornt_transform(nio.io_orientation(image.affine), nio.axcodes2ornt(("R", "A", "S")))
-    affine = image.affine @ nio.inv_ornt_aff(transform, image.spatial_shape)
+    transform, affine = orientation_transform(image.affine, image.spatial_shape, "RAS")
     view = lambda array: nio.apply_orientation(np.asarray(array), transform)  # noqa: E731
     volume = view(image.array if image.num_channels == 1 else image.array[..., 0])
     if labels is not None and not np.issubdtype(np.asarray(labels).dtype, np.integer):

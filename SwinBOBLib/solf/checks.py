@@ -148,7 +148,7 @@ def _centroid(mask: np.ndarray, box) -> np.ndarray:
     return np.array([c.mean() + b.start for c, b in zip(np.nonzero(mask), box)])
 
 
-def _mass_centre(mask: np.ndarray) -> np.ndarray:
+def mass_centre(mask: np.ndarray) -> np.ndarray:
     """Voxel centroid of a 3D mask from its three axis profiles (as ``ndimage.center_of_mass``,
     without a pass over every voxel's coordinates: 0.3 s on a UK Biobank-size grid)."""
     mask = np.asarray(mask, dtype=bool)
@@ -596,7 +596,7 @@ def structure_checks(labelmap: np.ndarray, affine: np.ndarray, body_mask: np.nda
     body = body_mask if body_mask is not None else labelmap != 0
     if not np.any(body):
         return {}
-    midline_x = _world_x(affine, _mass_centre(body))
+    midline_x = _world_x(affine, mass_centre(body))
     axis = superior_axis(affine)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     wanted = None if labels is None else {int(v) for v in labels}
