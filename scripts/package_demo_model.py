@@ -2,9 +2,11 @@
 
     python scripts/package_demo_model.py RUNDIR/checkpoints/best.pt [OUTPUT]
     python scripts/package_demo_model.py demo-train/xsec-part1/checkpoints/best.pt \
-        scripts/parts/swinbob_demo_xsec_part1.pt --design xsec
+        scripts/parts/swinbob_demo_xsec_part1.pt --design xsec --part 1
         (the cross-section design: the weights a session's part ends with, which the next part
         starts from on a machine without the run folder)
+    python scripts/package_demo_model.py scripts/parts/swinbob_demo_xsec_part2.pt --design xsec --part 2
+        (ships a committed part: its training record, written when the part was packaged, is kept)
 
 Stores the weights in float16 (they load into a float32 model; half the file) and writes into the
 checkpoint's metadata what the model is, so every output it produces says so: its name, that it is a
@@ -55,6 +57,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("target", type=Path, nargs="?", default=REPO / "Resources" / "Models" / "swinbob_demo.pt")
     parser.add_argument("--design", choices=("stages", "xsec"), default="stages",
                         help="which recipe made it (scripts/train_demo_model.sh; default stages)")
+    parser.add_argument("--part", type=int, default=None,
+                        help="the cross-section design: which part of the chain this is (1, 2, ...); recorded")
     args = parser.parse_args(argv)
     source, target = args.source, args.target
     configs_of_design = CONFIGS if args.design == "stages" else [XSEC_CONFIG] * 99
@@ -62,6 +66,20 @@ def main(argv: list[str]) -> int:
     run = source.parent.parent
     summary = _read(run / "summary.json")
     training = dict(metadata.training or {})
+    if args.part is not None:
+        if args.design != "xsec" or args.part < 1:
+            parser.error(f"--part {args.part}: a part number (1, 2, ...) of the cross-section design (--design xsec)")
+        training["part"] = args.part
+        training["parts"] = (f"part {args.part} of the chain: part 1 from scratch, each later part from the "
+                             "previous part's best weights, each one cosine cycle of the config's max_steps")
+    if not summary:
+        # A committed part's file (scripts/parts/) has no run folder beside it: keep the training record
+        # written when it was packaged (config, steps, best synthetic validation Dice, data).
+        if not training.get("global_step"):
+            parser.error(f"{source}: no summary.json in {run} and no training record in the checkpoint; "
+                         "expected RUNDIR/checkpoints/best.pt or a file this script packaged")
+        summary = {key: training.get(new) for key, new in (("global_step", "global_step"),
+                   ("best_epoch", "best_epoch"), ("best_dice", "best_synthetic_val_dice"))}
     # Walk back the --init-checkpoint chain (stage 3 <- stage 2 <- stage 1); a path is relative to
     # where training ran: try it as written and beside the run.
     runs = [run]

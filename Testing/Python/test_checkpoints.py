@@ -21,6 +21,7 @@ from SwinBOBLib.models.legacy import variant_for_monai_version, variant_of
 from SwinBOBLib.models.loading import load_checkpoint, read_checkpoint, save_checkpoint
 from SwinBOBLib.models.metadata import CheckpointMetadata
 from SwinBOBLib.models.networks import build_model
+from SwinBOBLib.training.config import load_config_file
 
 FIXTURE = Path(__file__).resolve().parents[1] / "Data" / "fixtures" / "monai14_swinunetr"
 sys.path.insert(0, str(FIXTURE))
@@ -118,15 +119,23 @@ def test_the_bundled_demo_model_keeps_loading(repo_root):
 
 def test_the_bundled_demo_model_records_the_recipe_that_made_it(repo_root):
     """The shipped file says what it is and how it was trained (docs/training.md), and the configs
-    it names exist: stage 3 of the recipe, partial labels on the unlabelled body."""
+    it names exist: a part of the cross-section chain, partial labels on the unlabelled body, windows
+    that span the whole axial cross-section, the paired labels mirrored."""
     _, meta = load_checkpoint(repo_root / "Resources" / "Models" / "swinbob_demo.pt")
     assert meta.demo and meta.name == "swinbob-demo-synth" and "not Swin-BOB" in meta.description
     training = meta.training
-    assert training["synthesis"] == "labels" and training["synthesis_options"]["unlabelled_body"] == "partial"
+    options = training["synthesis_options"]
+    assert training["synthesis"] == "labels" and options["unlabelled_body"] == "partial"
+    assert options["mirror_prob"] > 0 and options["shared_tissues"]
     configs = training["config"].split(" then ")
-    assert [Path(c).name for c in configs] == ["swinbob_demo.yaml", "swinbob_demo_stage2.yaml", "swinbob_demo_stage3.yaml"]
+    assert [Path(c).name for c in configs] == ["swinbob_demo_xsec.yaml"]
     assert all((repo_root / c).is_file() for c in configs) and (repo_root / training["recipe"]).is_file()
-    assert training["stage1_global_step"] and training["stage2_global_step"] and training["global_step"]
+    assert training["part"] >= 1 and training["global_step"] and training["best_synthetic_val_dice"]
+    config = load_config_file(repo_root / configs[0])
+    assert list(meta.roi_size) == config["roi_size"] and list(meta.target_spacing_mm) == config["target_spacing_mm"]
+    assert meta.roi_size[0] * meta.target_spacing_mm[0] >= 450  # the whole cross-section (mm) in one window
+    part = repo_root / "scripts" / "parts" / f"swinbob_demo_xsec_part{training['part']}.pt"
+    assert part.is_file()  # what the next part of the chain starts from
 
 
 # ----------------------------------------------------------------------------- formats
