@@ -136,7 +136,14 @@ def predict_probabilities(model: torch.nn.Module, tensor: torch.Tensor, roi: Seq
 
 
 def count_nonfinite(probs: torch.Tensor, slab: int = 8) -> int:
-    """NaN or infinite values of ``probs`` ``(1, K, X, Y, Z)``, counted slab by slab (no full-size mask)."""
+    """NaN or infinite values of ``probs`` ``(1, K, X, Y, Z)``, counted slab by slab (no full-size mask).
+
+    First one pass with no mask at all: the float32 sum of probabilities (each in [0, 1], far fewer
+    than 10^38 of them) is finite exactly when every one is, which is nearly always; only then are
+    the bad ones counted (the strided slabs took 15 ms of the demo model's 0.2 s on the MR sample).
+    """
+    if math.isfinite(float(probs.sum(dtype=torch.float32))):
+        return 0
     return sum(int((~torch.isfinite(probs[..., z0:z0 + slab])).sum()) for z0 in range(0, probs.shape[-1], slab))
 
 

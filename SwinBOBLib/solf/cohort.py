@@ -169,7 +169,7 @@ def _body_mask(sample: Sample, body: str, shape, image: np.ndarray | None = None
 
 
 def compute_sample(sample: Sample, body: str = "auto", labels: Sequence[int] | None = None,
-                   scheme: str | None = None, checks: str = "all") -> dict:
+                   scheme: str | None = None, checks: str = "all", *, preloaded: Mapping | None = None) -> dict:
     """Load one sample and compute its features and check values; never raises (errors come back
     in the record). With ``checks="all"`` the image checks run where the sample has an image and
     ``scheme`` names the left/right pairs of the partner check (none without it); ``"labels"``
@@ -179,17 +179,27 @@ def compute_sample(sample: Sample, body: str = "auto", labels: Sequence[int] | N
     and :func:`~.checks.structure_checks`. ``files`` records each input's size and modification
     time, so a later run recomputes a sample whose files changed (:func:`is_fresh`).
 
+    ``preloaded`` holds what was just written to the sample's files, so they are not read back: an
+    :class:`~SwinBOBLib.io.Image` ``"labels"`` (the label map, with the affine its file holds), and
+    optionally ``"entropy"`` and ``"pixels"`` (arrays on its grid: the entropy map and the image);
+    the caller vouches they are what the files hold (``cohort run`` passes its own outputs).
+
     Returns:
         ``{"id", "labelmap", "version", "files", "shape", "spacing", "features": {"<label>": {...}},
         "warnings", "load_s", "compute_s"}``, or ``{"id", "labelmap", "error"}``.
     """
     started = time.perf_counter()
     try:
-        image = io.load_labelmap(sample.labelmap, scheme=None)
+        preloaded = preloaded or {}
+        image = preloaded.get("labels")
+        image = io.load_labelmap(sample.labelmap, scheme=None) if image is None else image
         wants_image = checks == "all" or _body_source(sample, body) == "image"
-        pixels = io.load_image(sample.image).array if sample.image and wants_image else None  # read once
+        pixels = None
+        if sample.image and wants_image:  # read once
+            pixels = preloaded["pixels"] if preloaded.get("pixels") is not None else io.load_image(sample.image).array
         mask = _body_mask(sample, body, image.array.shape, pixels)
-        entropy = _entropy(sample, image.array.shape)
+        entropy = preloaded.get("entropy")
+        entropy = _entropy(sample, image.array.shape) if entropy is None else entropy
         intensities, image_warning = _intensities(sample, pixels, image.array.shape) if checks == "all" else (None, None)
         loaded = time.perf_counter()
         features = organ_features(image.array, image.spacing, body_mask=mask, labels=labels,

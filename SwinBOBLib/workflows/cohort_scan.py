@@ -116,9 +116,10 @@ class ScanWorker:
             else:
                 record["input_sha256"] = file_digest(task["image"])
                 hashed = time.perf_counter() - started
-                report = self._segment_file(task)
+                kept: dict = {}
+                report = self._segment_file(task, kept)
                 record["timings"] = _stage_timings(report, hashed)
-            features = self._features(task)
+            features = self._features(task, kept if not task.get("features_only") else None)
             record["timings"]["features_s"] = round(features.pop("seconds"), 4)
             record.update(status="done", reason="", features=features["features"],
                           warnings=report.get("warnings", []) + features.get("warnings", []),
@@ -129,20 +130,22 @@ class ScanWorker:
         record["seconds"] = round(time.perf_counter() - started, 4)
         return record
 
-    def _segment_file(self, task: dict) -> dict:
+    def _segment_file(self, task: dict, keep: dict | None = None) -> dict:
         settings = self.settings
         return segment_file(Path(task["image"]), Path(task["outdir"]), self.model, self.metadata, settings.config,
                             settings.etta_config, self.info, settings.preview, shown_warnings=self.shown,
-                            input_record=task.get("input_record"), series_uid=task.get("series_uid"))
+                            input_record=task.get("input_record"), series_uid=task.get("series_uid"), keep=keep)
 
-    def _features(self, task: dict) -> dict:
-        """SOLF features and checks of the written label map, with its entropy and image."""
+    def _features(self, task: dict, kept: dict | None = None) -> dict:
+        """SOLF features and checks of the written label map, with its entropy and image; with
+        ``kept`` (what :func:`segment_file` just wrote) from the arrays in memory, not read back."""
         started = time.perf_counter()
         outdir = Path(task["outdir"])
         entropy = outdir / labels_path(outdir, task["image"]).name.replace("labels", "entropy", 1)
         sample = Sample(task["id"], str(labels_path(outdir, task["image"])), str(task["image"]), None,
                         str(entropy) if entropy.is_file() else None)
-        record = compute_sample(sample, "auto", None, self.settings.scheme, self.settings.checks)
+        record = compute_sample(sample, "auto", None, self.settings.scheme, self.settings.checks,
+                                preloaded=written_arrays(kept, sample) if kept else None)
         if "error" in record:
             raise ValueError(f"SOLF features of {sample.labelmap}: {record['error']}")
         record["seconds"] = time.perf_counter() - started
@@ -151,6 +154,36 @@ class ScanWorker:
     def __call__(self, batch: dict) -> dict:
         """Ray Data entry: a batch ``{"task": [JSON task, ...]}`` -> ``{"record": [JSON record, ...]}``."""
         return {"record": [json.dumps(self.segment(json.loads(str(task)))) for task in batch["task"]]}
+
+
+def _is_nifti(path) -> bool:
+    return str(path).lower().endswith((".nii", ".nii.gz"))
+
+
+def written_arrays(kept: dict, sample: Sample) -> dict | None:
+    """What :func:`compute_sample` would read back from the files :func:`segment_file` just wrote,
+    from the arrays it kept (``keep``): bit for bit the same arrays, values, dtype and memory order
+    (a NIfTI file reads in Fortran order), the affine from the written file's header (float32 in a
+    NIfTI file, so this is what reading it gives). None (read the files) for outputs that are not
+    NIfTI or that were not written where ``sample`` says; the image only for a NIfTI input, read
+    as ``segment_file`` reads it."""
+    import nibabel as nib
+    import numpy as np
+
+    from SwinBOBLib import io
+
+    outputs = kept.get("outputs", {})
+    if not (_is_nifti(sample.labelmap) and Path(sample.labelmap) == outputs.get("labels")):
+        return None
+    header = nib.load(sample.labelmap)  # the header only: the voxels are not read
+    labels = io.Image(np.asfortranarray(io.as_label_array(kept["labels"], sample.labelmap)),
+                      np.asarray(header.affine, dtype=np.float64), Path(sample.labelmap))
+    arrays = {"labels": labels}
+    if sample.entropy and _is_nifti(sample.entropy) and Path(sample.entropy) == outputs.get("entropy"):
+        arrays["entropy"] = np.asfortranarray(np.asarray(kept["entropy"], dtype=np.float32))
+    if sample.image and _is_nifti(sample.image) and kept.get("image") is not None:
+        arrays["pixels"] = kept["image"].array
+    return arrays
 
 
 def _stage_timings(report: dict, hashed_s: float) -> dict:

@@ -113,7 +113,7 @@ def _input_info(image: io.Image, path: Path) -> dict:
 def segment_file(path: Path, outdir: Path, model, metadata, config: InferenceConfig, etta_config: EttaConfig,
                  checkpoint_info: dict, preview: bool = True, progress=None, *, extra_outputs: Sequence[str] = (),
                  shown_warnings: set | None = None, output_type: str = "nifti", bounds: Path | None = None,
-                 series_uid: str | None = None, input_record: dict | None = None) -> dict:
+                 series_uid: str | None = None, input_record: dict | None = None, keep: dict | None = None) -> dict:
     """Load, segment and write one scan; returns its report. Nothing is written for a bad input.
 
     The outputs are written into a hidden staging folder beside ``outdir`` and moved into place
@@ -133,6 +133,9 @@ def segment_file(path: Path, outdir: Path, model, metadata, config: InferenceCon
         series_uid: which series of a DICOM folder holding several (for a multi-channel model, the
             series whose grid settles a contrast found more than once).
         input_record: more about the input for ``report.json`` (e.g. the DICOMweb study it came from).
+        keep: filled, once the outputs are in place, with what a caller measures next without
+            reading the files back: ``"image"`` (the input as read), ``"labels"`` and ``"entropy"``
+            (the arrays written, on the input's grid) and ``"outputs"`` (their final paths).
 
     Raises:
         FileExistsError: ``outdir`` holds files SwinBOB did not write (see :func:`foreign_files`).
@@ -165,6 +168,9 @@ def segment_file(path: Path, outdir: Path, model, metadata, config: InferenceCon
         report["timings"]["write_s"] = time.perf_counter() - t0
         report["timings"]["wall_s"] = time.perf_counter() - started
         io.write_text_atomic(staging / "report.json", json.dumps(report, indent=2, default=json_default))
+    if keep is not None:
+        keep.update(image=image, labels=result.labels.array, entropy=result.entropy.array,
+                    outputs={k: Path(v) for k, v in report["outputs"].items()})
     return report
 
 

@@ -25,7 +25,8 @@ from SwinBOBLib.inference.config import InferenceConfig
 from SwinBOBLib.phantom import write_cohort
 from SwinBOBLib.solf.tables import QC_COLUMNS
 from SwinBOBLib.workflows.cohort import CohortConfig, run_cohort
-from SwinBOBLib.workflows.cohort_scan import ScanSettings
+from SwinBOBLib.solf.cohort import Sample
+from SwinBOBLib.workflows.cohort_scan import ScanSettings, ScanWorker, written_arrays
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiny
@@ -314,3 +315,31 @@ def test_changed_checks_measure_the_features_again_and_keep_the_segmentation(loc
     assert record["features_only"] and any("image_inside" in f for f in record["features"].values())
     assert cli.main(cohort_args(listing, out, checkpoint, "--checks", "all")) == 0  # now nothing to do
     assert json.loads((out / "cohort_report.json").read_text(encoding="utf-8"))["counts"]["done_now"] == 0
+
+
+@pytest.mark.parametrize("orientation", ["LPS", "RAS"])
+def test_features_from_the_arrays_in_memory_are_those_the_written_files_give(orientation, checkpoint, tmp_path):
+    """A scan's SOLF features come from the arrays `segment_file` just wrote, not read back: the
+    same record, bit for bit, as measuring the written files (the features-only path), all checks."""
+    image = tmp_path / f"mr_{orientation}.nii.gz"
+    source = nib.load(MR_SAMPLE)
+    if orientation == "RAS":
+        source = nib.as_closest_canonical(source)
+    nib.save(source, image)
+    assert "".join(nib.aff2axcodes(nib.load(image).affine)) == orientation
+    worker = ScanWorker(ScanSettings(config=InferenceConfig(device="cpu"), checkpoint=str(checkpoint), checks="all"))
+    task = {"id": "mr", "image": str(image), "outdir": str(tmp_path / "out")}
+    kept: dict = {}
+    worker._segment_file(task, kept)
+    sample = Sample("mr", str(tmp_path / "out" / "labels.nii.gz"), str(image), None,
+                    str(tmp_path / "out" / "entropy.nii.gz"))
+    arrays = written_arrays(kept, sample)
+    assert set(arrays) == {"labels", "entropy", "pixels"}
+    assert np.array_equal(arrays["labels"].affine, io.load_image(sample.labelmap).affine)
+    in_memory = worker.segment(task)
+    read_back = worker.segment({**task, "features_only": True, "input_sha256": in_memory["input_sha256"]})
+    assert in_memory["status"] == read_back["status"] == "done"
+    assert in_memory["features"] and in_memory["features"] == read_back["features"]
+    assert any("image_inside" in f for f in in_memory["features"].values())  # the image checks ran
+    elsewhere = Sample("mr", str(tmp_path / "other" / "labels.nii.gz"), str(image), None, None)
+    assert written_arrays(kept, elsewhere) is None  # not the file it wrote: read it

@@ -264,3 +264,16 @@ def test_entropy_and_labels_on_the_same_grid_are_the_networks_own(monkeypatch):
     np.testing.assert_allclose(entropy, voxel_entropy(probs)[0].numpy(), rtol=1e-6, atol=1e-7)
     assert np.array_equal(labels, probs[0].argmax(0).numpy())
     np.testing.assert_allclose(kept, probs[0].permute(1, 2, 3, 0).numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_count_nonfinite_counts_every_bad_value_and_never_a_large_good_sum():
+    probs = torch.full((1, 3, 4, 5, 20), 0.5)
+    assert window.count_nonfinite(probs) == 0
+    half = torch.ones((1, 72, 40, 40, 30), dtype=torch.float16)  # sums past float16's largest value
+    assert window.count_nonfinite(half) == 0
+    probs[0, 0, 1, 1, 3] = float("nan")
+    probs[0, 1, 2, 2, 17] = float("inf")
+    probs[0, 2, 3, 4, 9] = float("-inf")
+    assert window.count_nonfinite(probs) == 3
+    half[0, 5, 0, 0, 29] = float("nan")
+    assert window.count_nonfinite(half) == 1
