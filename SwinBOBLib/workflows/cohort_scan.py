@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from SwinBOBLib import io
 from SwinBOBLib.inference.config import InferenceConfig
 from SwinBOBLib.inference.etta import EttaConfig
 from SwinBOBLib.outputs.folders import output_suffix
@@ -170,9 +171,7 @@ def written_arrays(kept: dict, sample: Sample) -> dict | None:
     import nibabel as nib
     import numpy as np
 
-    from SwinBOBLib import io
-
-    outputs = kept.get("outputs", {})
+    outputs = {name: Path(path) for name, path in kept.get("outputs", {}).items()}
     if not (_is_nifti(sample.labelmap) and Path(sample.labelmap) == outputs.get("labels")):
         return None
     header = nib.load(sample.labelmap)  # the header only: the voxels are not read

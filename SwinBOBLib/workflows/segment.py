@@ -133,9 +133,8 @@ def segment_file(path: Path, outdir: Path, model, metadata, config: InferenceCon
         series_uid: which series of a DICOM folder holding several (for a multi-channel model, the
             series whose grid settles a contrast found more than once).
         input_record: more about the input for ``report.json`` (e.g. the DICOMweb study it came from).
-        keep: filled, once the outputs are in place, with what a caller measures next without
-            reading the files back: ``"image"`` (the input as read), ``"labels"`` and ``"entropy"``
-            (the arrays written, on the input's grid) and ``"outputs"`` (their final paths).
+        keep: filled, once the outputs are in place, with the input as read (``"image"``), the arrays
+            written (``"labels"``, ``"entropy"``) and their paths (``"outputs"``), to measure next.
 
     Raises:
         FileExistsError: ``outdir`` holds files SwinBOB did not write (see :func:`foreign_files`).
@@ -169,8 +168,7 @@ def segment_file(path: Path, outdir: Path, model, metadata, config: InferenceCon
         report["timings"]["wall_s"] = time.perf_counter() - started
         io.write_text_atomic(staging / "report.json", json.dumps(report, indent=2, default=json_default))
     if keep is not None:
-        keep.update(image=image, labels=result.labels.array, entropy=result.entropy.array,
-                    outputs={k: Path(v) for k, v in report["outputs"].items()})
+        keep.update(image=image, labels=result.labels.array, entropy=result.entropy.array, outputs=report["outputs"])
     return report
 
 
