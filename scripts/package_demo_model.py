@@ -51,6 +51,23 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
+def _summary_of(run: Path) -> dict:
+    """The run's summary.json, or for a run stopped before its end (a part the session's end cut
+    short) what its progress.jsonl says: the best validation's step, epoch and Dice, and how far it got."""
+    summary = _read(run / "summary.json")
+    progress = run / "progress.jsonl"
+    if summary or not progress.is_file():
+        return summary
+    events = [json.loads(line) for line in progress.read_text(encoding="utf-8").splitlines() if line.strip()]
+    checks = [e for e in events if e.get("event") == "validation" and e.get("dice") is not None]
+    steps = [e for e in events if e.get("event") == "step"]
+    if not checks or not steps:
+        return {}
+    best = max(checks, key=lambda e: e["dice"])
+    return {"global_step": best["global_step"], "best_epoch": best["epoch"], "best_dice": best["dice"],
+            "stopped_at_step": steps[-1]["global_step"], "planned_steps": steps[-1].get("total_steps")}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", type=Path, help="RUNDIR/checkpoints/best.pt")
@@ -64,7 +81,7 @@ def main(argv: list[str]) -> int:
     configs_of_design = CONFIGS if args.design == "stages" else [XSEC_CONFIG] * 99
     model, metadata = load_checkpoint(source)
     run = source.parent.parent
-    summary = _read(run / "summary.json")
+    summary = _summary_of(run)
     training = dict(metadata.training or {})
     if args.part is not None:
         if args.design != "xsec" or args.part < 1:
@@ -78,8 +95,9 @@ def main(argv: list[str]) -> int:
         if not training.get("global_step"):
             parser.error(f"{source}: no summary.json in {run} and no training record in the checkpoint; "
                          "expected RUNDIR/checkpoints/best.pt or a file this script packaged")
-        summary = {key: training.get(new) for key, new in (("global_step", "global_step"),
-                   ("best_epoch", "best_epoch"), ("best_dice", "best_synthetic_val_dice"))}
+        kept = {"global_step": "global_step", "best_epoch": "best_epoch", "best_dice": "best_synthetic_val_dice",
+                "stopped_at_step": "stopped_at_step", "planned_steps": "planned_steps"}
+        summary = {key: training.get(name) for key, name in kept.items()}
     # Walk back the --init-checkpoint chain (stage 3 <- stage 2 <- stage 1); a path is relative to
     # where training ran: try it as written and beside the run.
     runs = [run]
@@ -99,6 +117,9 @@ def main(argv: list[str]) -> int:
                      "global_step": summary.get("global_step"), "best_epoch": summary.get("best_epoch"),
                      "best_synthetic_val_dice": summary.get("best_dice"),
                      "data": DATA[args.design]})
+    if summary.get("stopped_at_step"):  # the weights of its best validation, before the end of its cycle
+        training["stopped_at_step"] = summary["stopped_at_step"]
+        training["planned_steps"] = summary.get("planned_steps")
     description = DESCRIPTION if args.design == "stages" else XSEC_DESCRIPTION
     metadata = dataclasses.replace(metadata, name=NAME, description=description, demo=True, training=training)
     target.parent.mkdir(parents=True, exist_ok=True)

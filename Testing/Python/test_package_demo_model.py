@@ -1,6 +1,7 @@
 """scripts/package_demo_model.py: what the bundled model's file records (docs/training.md)."""
 
 import dataclasses
+import json
 import importlib.util
 
 import pytest
@@ -40,3 +41,25 @@ def test_a_file_without_run_folder_or_record_is_refused_and_part_needs_the_xsec_
     with pytest.raises(SystemExit):
         _script(repo_root).main([str(part), str(tmp_path / "out.pt"), "--part", "1"])
     assert "--part 1" in capsys.readouterr().err and not (tmp_path / "out.pt").exists()
+
+
+def test_a_run_stopped_before_its_end_records_its_best_validation_and_where_it_stopped(repo_root, tmp_path):
+    """A part the session's end cut short has no summary.json: its progress.jsonl says which step the
+    best weights are from and how far the run got."""
+    model, metadata = load_checkpoint(repo_root / "scripts" / "parts" / "swinbob_demo_xsec_part1.pt")
+    run = tmp_path / "xsec-part9"
+    save_checkpoint(run / "checkpoints" / "best.pt", model, dataclasses.replace(metadata, training={"seed": 8}))
+    events = [{"event": "step", "global_step": 1049, "total_steps": 6000},
+              {"event": "validation", "epoch": 14, "global_step": 1050, "dice": 0.31},
+              {"event": "validation", "epoch": 29, "global_step": 2100, "dice": 0.29},
+              {"event": "step", "global_step": 2140, "total_steps": 6000}]
+    (run / "progress.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+    out = tmp_path / "part9.pt"
+    assert _script(repo_root).main([str(run / "checkpoints" / "best.pt"), str(out), "--design", "xsec", "--part", "9"]) == 0
+    training = load_checkpoint(out)[1].training
+    assert (training["global_step"], training["best_epoch"], training["best_synthetic_val_dice"]) == (1050, 14, 0.31)
+    assert training["stopped_at_step"] == 2140 and training["planned_steps"] == 6000 and training["seed"] == 8
+    shipped = tmp_path / "shipped.pt"  # packaged again from the packaged file: the record stands
+    assert _script(repo_root).main([str(out), str(shipped), "--design", "xsec", "--part", "9"]) == 0
+    again = load_checkpoint(shipped)[1].training
+    assert all(again[k] == training[k] for k in ("global_step", "best_epoch", "stopped_at_step", "planned_steps"))
