@@ -20,6 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
+
 from SwinBOBLib import io
 from SwinBOBLib.inference.config import InferenceConfig
 from SwinBOBLib.inference.etta import EttaConfig
@@ -168,9 +171,6 @@ def written_arrays(kept: dict, sample: Sample) -> dict | None:
     NIfTI file, so this is what reading it gives). None (read the files) for outputs that are not
     NIfTI or that were not written where ``sample`` says; the image only for a NIfTI input, read
     as ``segment_file`` reads it."""
-    import nibabel as nib
-    import numpy as np
-
     outputs = {name: Path(path) for name, path in kept.get("outputs", {}).items()}
     if not (_is_nifti(sample.labelmap) and Path(sample.labelmap) == outputs.get("labels")):
         return None

@@ -9,6 +9,7 @@ module, and this process reports each test's outcome from the child's JUnit XML:
 order, ``-k`` and ``pytest-randomly`` work as usual.
 """
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -29,6 +30,18 @@ CHILD_ENV = "SWINBOB_TEST_CHILD"
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """``load_script("scripts/x.py")``: a script of the repository (not a package module) imported by path."""
+    def load(relative: str):
+        path = REPO / relative
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
 
 
 @pytest.fixture(scope="session")

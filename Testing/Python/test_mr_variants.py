@@ -1,6 +1,5 @@
 """scripts/make_mr_variants.py: the MR variants the demo model's robustness check scores (docs/training.md)."""
 
-import importlib.util
 
 import nibabel as nib
 import numpy as np
@@ -9,11 +8,6 @@ import pytest
 from SwinBOBLib.io.datasets import load_dataset
 
 
-def _script(repo_root):
-    spec = importlib.util.spec_from_file_location("make_mr_variants", repo_root / "scripts" / "make_mr_variants.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _world_centroid(image, value):
@@ -21,9 +15,9 @@ def _world_centroid(image, value):
     return nib.affines.apply_affine(image.affine, voxels.mean(axis=0))
 
 
-def test_variants_keep_the_anatomy_where_it_is_and_change_what_they_say(repo_root, samples, tmp_path, capsys):
+def test_variants_keep_the_anatomy_where_it_is_and_change_what_they_say(load_script, samples, tmp_path, capsys):
     image, label = samples / "example_mr_sm.nii.gz", samples / "example_seg_mr.nii.gz"
-    assert _script(repo_root).main([str(image), str(label), str(tmp_path / "v")]) == 0
+    assert load_script("scripts/make_mr_variants.py").main([str(image), str(label), str(tmp_path / "v")]) == 0
     assert "wrote 5 variants" in capsys.readouterr().out
     dataset = load_dataset(tmp_path / "v" / "dataset.json")
     assert dataset.scheme == "total_mr" and len(dataset.cases) == 5
@@ -43,14 +37,14 @@ def test_variants_keep_the_anatomy_where_it_is_and_change_what_they_say(repo_roo
                               np.asarray(reference.dataobj))
 
 
-def test_a_label_map_on_another_grid_is_refused_naming_it(repo_root, samples, tmp_path, capsys):
+def test_a_label_map_on_another_grid_is_refused_naming_it(load_script, samples, tmp_path, capsys):
     image = samples / "example_mr_sm.nii.gz"
     other = nib.load(image)
     cropped = tmp_path / "cropped_label.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros(np.array(other.shape) - 1, np.uint8), other.affine), cropped)
     with pytest.raises(SystemExit):
-        _script(repo_root).main([str(image), str(cropped), str(tmp_path / "v")])
+        load_script("scripts/make_mr_variants.py").main([str(image), str(cropped), str(tmp_path / "v")])
     assert "cropped_label.nii.gz" in capsys.readouterr().err and not (tmp_path / "v").exists()
     with pytest.raises(SystemExit):
-        _script(repo_root).main([str(tmp_path / "absent.nii.gz"), str(cropped), str(tmp_path / "v")])
+        load_script("scripts/make_mr_variants.py").main([str(tmp_path / "absent.nii.gz"), str(cropped), str(tmp_path / "v")])
     assert "absent.nii.gz: no such file" in capsys.readouterr().err
