@@ -47,18 +47,32 @@ def copies_of(sample: Path, n: int, folder: Path) -> Path:
 
 
 def timed_run(inputs: Path, out: Path, engine: str, workers: int, threads: int) -> dict:
-    """One cohort run; the steady-state rate leaves out each worker's first scan (start-up, model load)."""
+    """One cohort run; the steady-state rate leaves out each worker's first records (:func:`steady_rate`)."""
     stamps = []
     scan = ScanSettings(config=InferenceConfig(device="cpu"), threads=threads)
     config = CohortConfig(str(inputs), str(out), engine=engine, workers=workers, scan=scan, progress=False)
     started = time.perf_counter()
-    result = run_cohort(config, on_record=lambda record: stamps.append(time.perf_counter()))
+    result = run_cohort(config, on_record=lambda record: stamps.append((record.get("finished", time.time()),
+                                                                           record.get("worker"))))
     wall = time.perf_counter() - started
     n = len(stamps)
-    steady = (n - workers) / (stamps[-1] - stamps[workers - 1]) * 3600 if n > workers else float("nan")
     return {"engine": engine, "workers": workers, "threads_per_worker": threads, "scans": n, "wall_s": round(wall, 1),
-            "steady_scans_per_hour": round(steady, 1), "model_loads": result.report["throughput"]["model_loads"],
+            "steady_scans_per_hour": round(steady_rate(stamps), 1),
+            "model_loads": result.report["throughput"]["model_loads"],
             "stages": result.report["stages"], "failed": len(result.failed)}
+
+
+def steady_rate(stamps: list[tuple[float, str]]) -> float:
+    """Scans per hour once every worker has finished its first scan (start-up, model load): the scans
+    finished after the last worker's first one, over the time from then to the last, by the times
+    the workers record (``finished``), not when the driver receives them: a Ray call of several
+    scans returns them together, and Ray Data hands a call's records on some time after it ends."""
+    firsts = {}
+    for stamp, worker in stamps:
+        firsts[worker] = min(stamp, firsts.get(worker, stamp))
+    start = max(firsts.values(), default=0.0)
+    after = sorted(stamp for stamp, _ in stamps if stamp > start)
+    return len(after) / (after[-1] - start) * 3600 if after else float("nan")
 
 
 def throughput(work: Path, scans: int, engines: list[str]) -> list[dict]:

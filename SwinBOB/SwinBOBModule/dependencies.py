@@ -27,6 +27,7 @@ PIP_REQUIREMENTS = (
     ("scipy", "scipy>=1.10"),
     ("cc3d", "connected-components-3d>=3.12"),  # the SOLF label checks' connected pieces
     ("nibabel", "nibabel>=5.0"),
+    ("isal", "isal>=1.6"),  # python-isal: the .nii.gz outputs' gzip
     ("numba", "numba>=0.59"),
     ("tqdm", "tqdm>=4.60"),
     ("yaml", "pyyaml>=6.0"),

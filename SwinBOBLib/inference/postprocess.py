@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from SwinBOBLib.inference.cell_argmax import cell_argmax
 from SwinBOBLib.inference.preprocess import Prepared
 from SwinBOBLib.models.heads import entropy as voxel_entropy
 
@@ -146,7 +147,7 @@ def model_grid_entropy(probs: torch.Tensor, shape: Sequence[int], activation: st
 
 def postprocess(probs: torch.Tensor, prepared: Prepared, keep_probabilities: bool = False,
                 activation: str = "softmax", decode: Callable[[torch.Tensor], np.ndarray] | None = None,
-                dtype=None, labels_of: Callable[[np.ndarray], np.ndarray] | None = None):
+                dtype=None, labels_of: Callable[[np.ndarray], np.ndarray] | None = None, cells: bool | None = None):
     """Probabilities on the model grid -> channel argmax, entropy (and probabilities) on the RAS input grid.
 
     The labels are the argmax of the probabilities interpolated onto the input grid; the entropy is
@@ -156,7 +157,10 @@ def postprocess(probs: torch.Tensor, prepared: Prepared, keep_probabilities: boo
     :meth:`SwinBOBLib.models.heads.RegionHead.labels`). Without it the channel argmax is taken,
     each slab interpolating only the channels that can win in it (:func:`argmax_floor`; all of
     them when the probabilities are kept), and ``labels_of`` maps the channel indices of a slab to
-    its labels (a softmax head's label lookup, so no whole-volume index array is made).
+    its labels (a softmax head's label lookup, so no whole-volume index array is made). The argmax
+    alone of probabilities in CPU memory is :func:`~SwinBOBLib.inference.cell_argmax.cell_argmax`
+    instead, which interpolates only in the model-grid cells whose corners disagree (``cells``:
+    None picks it there, False takes the slabs, True asks for it).
     ``dtype`` of the first output: default uint8 (uint16 beyond 256 channels). Works slab by slab
     (:func:`probability_slabs`): besides the outputs, memory holds one slab of all channels.
 
@@ -167,6 +171,13 @@ def postprocess(probs: torch.Tensor, prepared: Prepared, keep_probabilities: boo
     shape = prepared.ras_shape
     channels = np.zeros(shape, dtype=dtype or (np.uint8 if probs.shape[1] <= 256 else np.uint16))
     entropy = model_grid_entropy(probs, shape, activation)
+    if cells is None:
+        cells = probs.device.type == "cpu"
+    if cells and decode is None and not keep_probabilities:
+        # the argmax alone, in CPU memory: interpolated only in the cells whose corners disagree
+        found = cell_argmax(probs[0].detach().numpy(), shape)
+        channels[...] = labels_of(found) if labels_of is not None else found
+        return channels, entropy, None
     kept = np.zeros((*shape, probs.shape[1]), dtype=np.float32) if keep_probabilities else None
     floor = argmax_floor(probs) if decode is None and kept is None else None  # the argmax alone: prune
     for z0, z1, part, index in _slabs(probs, shape, floor=floor):

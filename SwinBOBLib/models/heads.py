@@ -126,5 +126,5 @@ def entropy_map(probs: torch.Tensor, eps: float = _EPS) -> torch.Tensor:
         raise ValueError(f"entropy_map needs probabilities (B, C, *spatial) with C >= 2, got shape "
                          f"{tuple(probs.shape)}")
     p = probs.float().clamp(min=eps, max=1.0)
-    h = -(p * p.log()).sum(dim=1) / math.log(probs.shape[1])
-    return h.clamp_(0.0, 1.0)
+    p_log_p = p.log().mul_(p)  # in place: one temporary of the probabilities' size less
+    return (-p_log_p.sum(dim=1) / math.log(probs.shape[1])).clamp_(0.0, 1.0)

@@ -31,8 +31,9 @@ from __future__ import annotations
 import math
 from typing import Iterable, Sequence
 
-import numba
 import numpy as np
+
+from SwinBOBLib.runtime.jit import compiled
 
 #: Feature name -> (unit, description). The order is the column order of feature tables.
 FEATURES: dict[str, tuple[str, str]] = {
@@ -47,14 +48,6 @@ FEATURES: dict[str, tuple[str, str]] = {
 
 # Above this label value, labels are renumbered first (np.unique) to keep the per-label tables small.
 _MAX_DIRECT_LABEL = 1 << 20
-
-
-def _compiled(function):
-    """numba-compile ``function``, cached on disk when a cache folder is writable (else per process)."""
-    try:
-        return numba.njit(cache=True, nogil=True)(function)
-    except RuntimeError:  # numba found no writable cache location (read-only install and home)
-        return numba.njit(nogil=True)(function)
 
 
 def _accumulate_python(labels, num_labels):  # pragma: no cover - compiled
@@ -116,7 +109,7 @@ def _accumulate_python(labels, num_labels):  # pragma: no cover - compiled
     return counts, moments, faces
 
 
-_accumulate = _compiled(_accumulate_python)
+_accumulate = compiled(_accumulate_python)
 
 
 def check_spacing(spacing: Sequence[float], source: str = "label map") -> np.ndarray:

@@ -124,6 +124,7 @@ def local_records(tasks: Sequence[dict], settings: ScanSettings, workers: int, *
                 raise RuntimeError(f"a cohort worker could not load the model: {record['load_error']}")
             if pool.current.get(index, {}).get("id") == case:
                 del pool.current[index]
+                pool.assign(pending)  # its next scan first: the driver's journal (an fsync) is no worker's wait
                 yield record
     finally:
         pool.close()
@@ -137,15 +138,28 @@ def init_ray(address: str | None) -> None:
         ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
 
 
+#: Most scans one Ray task segments (see :func:`scans_per_task`).
+MAX_SCANS_PER_TASK = 8
+
+
+def scans_per_task(scans: int, workers: int) -> int:
+    """Scans per Ray task: enough that the driver's work per task (its streaming executor shares the
+    workers' CPUs; with half-second scans on two cores it took a tenth of them) is spread over
+    several scans, few enough that each worker still gets eight tasks or more, so all stay busy to
+    the end. 1 for a cohort of fewer than 16 scans per worker."""
+    return max(1, min(MAX_SCANS_PER_TASK, scans // (max(1, workers) * 8)))
+
+
 def ray_records(tasks: Sequence[dict], settings: ScanSettings, workers: int, address: str | None = None,
-                gpus_per_worker: float = 0.0, **_) -> Iterator[dict]:
+                gpus_per_worker: float = 0.0, per_task: int | None = None, **_) -> Iterator[dict]:
     """Records of ``tasks`` from a Ray Data actor pool of ``workers`` actors (``ScanWorker``, the
-    model loaded once per actor), one scan per block so a failure touches one scan only.
+    model loaded once per actor), ``per_task`` scans per task (None: :func:`scans_per_task`).
 
     Actors ask for ``gpus_per_worker`` GPUs (0: CPU actors with ``settings.threads`` CPUs each).
-    Ray restarts a dead actor and retries its call once (``max_task_retries=1``); a scan whose
-    block still failed is returned failed. Joins ``address`` (or starts a local Ray) unless Ray is
-    already initialised.
+    Ray restarts a dead actor and retries its task once (``max_task_retries=1``). The scans of a
+    task that still failed are segmented again one per task, so a scan that kills its worker fails
+    alone, not with the scans it was sent with; one that fails on its own task is returned failed.
+    Joins ``address`` (or starts a local Ray) unless Ray is already initialised.
     """
     if not tasks:
         return
@@ -156,34 +170,43 @@ def ray_records(tasks: Sequence[dict], settings: ScanSettings, workers: int, add
                           "pip install 'swinbob[distributed]' (ray[data])") from None
     init_ray(address)
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # our bar and events report progress
+    per_task = per_task or scans_per_task(len(tasks), workers)
     with warnings.catch_warnings():
         # Ray 2.60 deprecates its own context options and max_task_retries as a keyword, with no
         # replacement for the latter yet: not the user's to act on.
         warnings.filterwarnings("ignore", message=".*deprecated", category=DeprecationWarning)
-        yield from _ray_pool_records(tasks, settings, workers, gpus_per_worker)
-
-
-def _ray_pool_records(tasks: Sequence[dict], settings: ScanSettings, workers: int,
-                      gpus_per_worker: float) -> Iterator[dict]:
-    import ray.data
-
-    context = ray.data.DataContext.get_current()
-    context.max_errored_blocks = -1  # a scan whose worker died twice is one failed scan, not a failed run
-    context.enable_progress_bars = False
-    resources = {"num_gpus": gpus_per_worker} if gpus_per_worker else {"num_cpus": settings.threads or 1}
-    dataset = ray.data.from_items([{"task": json.dumps(t)} for t in tasks], override_num_blocks=len(tasks))
-    dataset = dataset.map_batches(
-        ScanWorker, fn_constructor_args=(settings,), batch_size=1, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=min(workers, len(tasks)), max_tasks_in_flight_per_actor=2),
-        max_task_retries=1, **resources)
-    returned = set()
-    for row in dataset.iter_rows():
-        record = json.loads(str(row["record"]))
-        returned.add(record["id"])
-        yield record
+        returned = set()
+        for record in _ray_pool_records(tasks, settings, workers, gpus_per_worker, per_task):
+            returned.add(record["id"])
+            yield record
+        missing = [task for task in tasks if task["id"] not in returned]
+        if missing and per_task > 1:  # the tasks that failed, a scan per task: only the culprit fails
+            for record in _ray_pool_records(missing, settings, workers, gpus_per_worker, 1):
+                returned.add(record["id"])
+                yield record
     for task in tasks:
         if task["id"] not in returned:
             yield failed_record({**task, "attempt": 2}, WORKER_DIED)
+
+
+def _ray_pool_records(tasks: Sequence[dict], settings: ScanSettings, workers: int,
+                      gpus_per_worker: float, per_task: int) -> Iterator[dict]:
+    """The records of one pass of a Ray Data actor pool over ``tasks``, ``per_task`` scans a block
+    (and a task); a block whose task failed twice returns nothing."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.max_errored_blocks = -1  # a scan whose worker died twice is one failed block, not a failed run
+    context.enable_progress_bars = False
+    resources = {"num_gpus": gpus_per_worker} if gpus_per_worker else {"num_cpus": settings.threads or 1}
+    blocks = -(-len(tasks) // per_task)
+    dataset = ray.data.from_items([{"task": json.dumps(t)} for t in tasks], override_num_blocks=blocks)
+    dataset = dataset.map_batches(
+        ScanWorker, fn_constructor_args=(settings,), batch_size=per_task, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=min(workers, blocks), max_tasks_in_flight_per_actor=2),
+        max_task_retries=1, **resources)
+    for row in dataset.iter_rows():
+        yield json.loads(str(row["record"]))
 
 
 #: Engine name -> generator of records. Adding an engine is one entry.

@@ -108,7 +108,8 @@ class ScanWorker:
 
         Returns:
             A journal record: ``{"id", "status": "done" | "failed", "reason", "worker", "attempt",
-            "input_sha256", "timings": {stage: seconds}, "features": {label: {...}}, ...}``.
+            "input_sha256", "timings": {stage: seconds}, "features": {label: {...}}, "seconds",
+            "finished" (Unix time), ...}``.
         """
         started = time.perf_counter()
         record = {"id": task["id"], "image": task["image"], "outdir": task["outdir"], "worker": self.worker,
@@ -132,6 +133,7 @@ class ScanWorker:
         except Exception as error:  # noqa: BLE001 - one bad scan must not stop the cohort (MemoryError is an Exception)
             record.update(status="failed", reason=f"{type(error).__name__}: {error}".strip())
         record["seconds"] = round(time.perf_counter() - started, 4)
+        record["finished"] = round(time.time(), 3)  # when, in Unix seconds: rates from the workers' own clocks
         return record
 
     def _segment_file(self, task: dict, keep: dict | None = None) -> dict:

@@ -219,10 +219,10 @@ def test_the_argmax_interpolating_only_channels_that_can_win_equals_the_full_one
     assert postprocess_module.argmax_floor(torch.zeros(1, 3, 2, 2, 2)) is None
     pruned = [index for *_, index in postprocess_module._slabs(probs, shape, slab=4, floor=floor)]
     assert any(index is not None and len(index) < 40 for index in pruned)  # some slabs did leave channels out
-    channels, _, _ = postprocess_module.postprocess(probs, prepared)
+    channels, _, _ = postprocess_module.postprocess(probs, prepared, cells=False)  # the slabs (a GPU's path)
     assert np.array_equal(channels, reference.argmax(0).numpy())
     lookup = np.arange(100, 140, dtype=np.uint8)
-    labels, _, _ = postprocess_module.postprocess(probs, prepared, labels_of=lambda found: lookup[found])
+    labels, _, _ = postprocess_module.postprocess(probs, prepared, labels_of=lambda found: lookup[found], cells=False)
     assert np.array_equal(labels, lookup[reference.argmax(0).numpy()])
     _, _, kept = postprocess_module.postprocess(probs, prepared, keep_probabilities=True)
     torch.testing.assert_close(torch.from_numpy(kept), reference.permute(1, 2, 3, 0), atol=1e-5, rtol=1e-5)

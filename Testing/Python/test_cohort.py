@@ -24,6 +24,7 @@ from SwinBOBLib import cli, io
 from SwinBOBLib.inference.config import InferenceConfig
 from SwinBOBLib.phantom import write_cohort
 from SwinBOBLib.solf.tables import QC_COLUMNS
+from SwinBOBLib.workflows import cohort_engines
 from SwinBOBLib.workflows.cohort import CohortConfig, run_cohort
 from SwinBOBLib.solf.cohort import Sample
 from SwinBOBLib.workflows.cohort_scan import ScanSettings, ScanWorker, written_arrays
@@ -257,6 +258,42 @@ def test_ray_engine_replaces_a_killed_actor_and_matches_local(ray_cluster, local
     report = json.loads((out / "cohort_report.json").read_text(encoding="utf-8"))
     assert report["engine"] == "ray" and report["workers"] == 2
     same_outputs(local_out, out, [case for case, status in manifest.items() if status == "done"])
+
+
+def test_ray_tasks_of_several_scans_give_what_tasks_of_one_give(ray_cluster, local_run, mixed, checkpoint, tmp_path,
+                                                                  monkeypatch):
+    """A large cohort sends each Ray task several scans (fewer tasks for the driver to schedule):
+    the same records, statuses and byte-identical outputs as one scan a task and the local pool."""
+    _, local_out = local_run
+    monkeypatch.setattr(cohort_engines, "scans_per_task", lambda scans, workers: 3)
+    out = tmp_path / "ray3"
+    assert cli.main(cohort_args(mixed, out, checkpoint, "--workers", "2", "--engine", "ray")) == 1
+    manifest = {r["id"]: r["status"] for r in read_rows(out / "manifest.csv")}
+    assert manifest == {r["id"]: r["status"] for r in read_rows(local_out / "manifest.csv")}
+    same_outputs(local_out, out, [case for case, status in manifest.items() if status == "done"])
+
+
+def test_scans_of_a_failed_ray_task_are_sent_again_one_a_task(monkeypatch):
+    """A task of several scans that failed twice (a scan killed its worker) loses their records: they
+    are segmented again one per task, so only the scan that fails alone is returned failed, and
+    the engine asks for tasks of at most 8 scans, each worker getting eight or more."""
+    tasks = [{"id": f"s{i}", "image": f"s{i}.nii.gz", "outdir": f"out/s{i}"} for i in range(7)]
+    passes = []
+
+    def pool(pool_tasks, settings, workers, gpus, per_task):
+        passes.append(([t["id"] for t in pool_tasks], per_task))
+        for task in pool_tasks:
+            lost = {"s3", "s4", "s5"} if per_task > 1 else {"s4"}  # s4 kills whichever worker runs it
+            if task["id"] not in lost:
+                yield {"id": task["id"], "status": "done"}
+
+    monkeypatch.setattr(cohort_engines, "_ray_pool_records", pool)
+    monkeypatch.setattr(cohort_engines, "init_ray", lambda address: None)
+    records = {r["id"]: r for r in cohort_engines.ray_records(tasks, ScanSettings(), 2, per_task=3)}
+    assert passes == [([t["id"] for t in tasks], 3), (["s3", "s4", "s5"], 1)]
+    assert {i for i, r in records.items() if r["status"] == "done"} == {f"s{i}" for i in range(7)} - {"s4"}
+    assert records["s4"]["status"] == "failed" and records["s4"]["reason"] == cohort_engines.WORKER_DIED
+    assert [cohort_engines.scans_per_task(n, 2) for n in (10, 31, 32, 60, 1000)] == [1, 1, 2, 3, 8]
 
 
 @pytest.mark.parametrize("extra, message", [

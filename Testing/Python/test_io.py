@@ -247,3 +247,26 @@ def test_sheared_affine_cannot_be_written_as_nrrd(tmp_path):
         io.save_image(image, tmp_path / "sheared.nrrd")
     back = io.load_image(io.save_image(image, tmp_path / "sheared.nii.gz"))
     assert np.allclose(back.affine, affine)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8, np.int16])
+def test_a_gzipped_nifti_is_nibabels_file_compressed_the_same_way_every_time(tmp_path, dtype):
+    """.nii.gz outputs are compressed by ISA-L's gzip: the stream holds exactly the bytes nibabel
+    writes for a .nii, with no file name or time in its header (a rerun writes the same bytes), and
+    nibabel, gzip and SimpleITK read it back."""
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(0)
+    array = (rng.random((23, 17, 9)) * 200).astype(dtype)
+    affine = np.array([[-1.5, 0, 0, 10], [0, 1.5, 0, -20], [0, 0, 3.0, 5], [0, 0, 0, 1]])
+    gz = io.save_image(io.Image(array, affine), tmp_path / "scan.nii.gz")
+    plain = io.save_image(io.Image(array, affine), tmp_path / "scan.nii")
+    data = gz.read_bytes()
+    assert data[:2] == b"\x1f\x8b" and data[4:8] == b"\0\0\0\0" and not data[3] & 0x08  # time 0, no name
+    assert gzip.decompress(data) == plain.read_bytes()
+    again = io.save_image(io.Image(array, affine), tmp_path / "again.nii.gz")
+    assert again.read_bytes() == data
+    loaded = nib.load(gz)
+    assert np.array_equal(np.asanyarray(loaded.dataobj), array) and np.allclose(loaded.affine, affine)
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(gz))).shape == array.shape[::-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again.nii.gz", "scan.nii", "scan.nii.gz"]

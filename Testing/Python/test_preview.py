@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image as PILImage
+from PIL import ImageFont
 
 from SwinBOBLib import io
 from SwinBOBLib.labels.schemes import get_scheme
@@ -76,3 +77,19 @@ def test_a_mismatched_overlay_is_refused_with_both_shapes(tmp_path):
     with pytest.raises(ValueError, match=r"overlay of shape \(40, 30, 11\) does not match the image grid \(40, 30, 12\)"):
         render_preview(scan, tmp_path / "p.png", labels=labels[..., :11])
     assert not (tmp_path / "p.png").exists()
+
+
+def test_kept_text_draws_the_same_picture_as_pillows_own_font(tmp_path, monkeypatch):
+    """The fonts that keep their rendered strings (made once per process) draw every preview pixel
+    for pixel as Pillow's default font does, the second picture of a process (strings kept) too."""
+    scan, labels = _scan_and_labels(False)
+    heat = np.linspace(0.0, 1.0, labels.size, dtype=np.float32).reshape(labels.shape)
+    options = dict(labels=labels, heatmap=heat, title="a title long enough to be wrapped onto a second line " * 3,
+                   notice="Demo model: which model made these labels, and that it is a demo " * 2)
+    kept = [np.asarray(PILImage.open(render_preview(scan, tmp_path / f"kept{i}.png", **options)).convert("RGB"))
+            for i in range(2)]
+    assert isinstance(preview._fonts()[11], preview._MemoFont) and preview._fonts()[11]._kept
+    monkeypatch.setattr(preview, "_fonts", lambda: {s: ImageFont.load_default(size=s) for s in (11, 12, 13, 14)})
+    plain = np.asarray(PILImage.open(render_preview(scan, tmp_path / "plain.png", **options)).convert("RGB"))
+    assert np.array_equal(kept[0], plain) and np.array_equal(kept[1], plain)
+    assert (plain != 0).any(axis=-1).sum() > 1000  # the picture holds text and views, not a blank canvas

@@ -248,8 +248,8 @@ def test_missing_packages_are_installed_after_one_question():
     assert "torch (through the PyTorch extension)" in questions[0] and "monai>=1.4" in questions[0]
     assert torch.calls == [(False, dependencies.TORCH_REQUIREMENT)]
     assert len(pip) == 1 and pip[0][:-2] == ["monai>=1.4", "einops>=0.7", "connected-components-3d>=3.12",
-                                             "nibabel>=5.0", "numba>=0.59", "matplotlib>=3.7", "pillow>=10.1",
-                                             "psutil>=5.9"]
+                                             "nibabel>=5.0", "isal>=1.6", "numba>=0.59", "matplotlib>=3.7",
+                                             "pillow>=10.1", "psutil>=5.9"]
     assert pip[0][-2] == "-c"  # torch held at the installed version (a constraints file, removed after)
     assert installer.ready()
 

@@ -13,6 +13,7 @@ from scipy import ndimage
 from SwinBOBLib.cli import solf as commands
 from SwinBOBLib.solf.bounds import fit_bounds
 from SwinBOBLib.solf import checks
+from SwinBOBLib.solf.morphology import surface_values
 from SwinBOBLib.solf.checks import (
     BOUNDED_FEATURES,
     CHECKS,
@@ -342,7 +343,7 @@ def test_hole_and_surface_values_equal_scipys_morphology(seed):
         padded = np.pad(mask, 3)
         neighbours = ndimage.convolve(padded.astype(np.int8), faces.astype(np.int8), mode="constant") - padded
         closed = ndimage.binary_closing(padded, faces, iterations=2)
-        values = {**checks._hole_values(mask), **checks._surface_values(mask)}
+        values = {**checks._hole_values(mask), **surface_values(mask)}
         assert values["filled_volume_ratio"] == pytest.approx(filled.sum() / voxels, abs=1e-12)
         assert values["cavity_fraction"] == pytest.approx(cavities / voxels, abs=1e-12)
         assert values["pits"] == int((~padded & (neighbours >= 5)).sum())
