@@ -113,11 +113,13 @@ class _MemoFont(ImageFont.FreeTypeFont):
             hash(key)
         except TypeError:  # an unhashable option: not kept
             return method(*args, **kwargs)
-        if key not in self._kept:
+        kept = self._kept.get(key)  # no check-then-read: another thread may clear the memo meanwhile
+        if kept is None:
+            kept = method(*args, **kwargs)
             if len(self._kept) >= self.MAX_KEPT:
                 self._kept.clear()
-            self._kept[key] = method(*args, **kwargs)
-        return self._kept[key]
+            self._kept[key] = kept
+        return kept
 
     def getmask2(self, *args, **kwargs):
         return self._memo(super().getmask2, *args, **kwargs)
