@@ -80,7 +80,7 @@ def _candidates_python(probs, corners, x0, y0, z0, dx, dy, dz, chosen):  # pragm
 _candidates = compiled(_candidates_python)
 
 
-def _interpolated_argmax_python(probs, corners, x0, y0, z0, dx, dy, dz, wx, wy, wz, chosen, count):  # pragma: no cover
+def _interpolated_argmax_python(probs, x0, y0, z0, dx, dy, dz, wx, wy, wz, chosen, count):  # pragma: no cover
     """The largest of the ``chosen`` channels interpolated at the fractions (wx, wy, wz) of the cell."""
     best, found = -1.0, chosen[0]
     for n in range(count):
@@ -125,7 +125,7 @@ def _walk_python(probs, corners, cell_x, cell_y, cell_z, frac_x, frac_y, frac_z,
                 for i in range(starts_x[x0], starts_x[x0 + 1]):
                     for j in range(starts_y[y0], starts_y[y0 + 1]):
                         for k in range(starts_z[z0], starts_z[z0 + 1]):
-                            out[i, j, k] = _interpolated_argmax(probs, corners, x0, y0, z0, dx, dy, dz, frac_x[i],
+                            out[i, j, k] = _interpolated_argmax(probs, x0, y0, z0, dx, dy, dz, frac_x[i],
                                                                 frac_y[j], frac_z[k], chosen, count)
 
 
@@ -143,13 +143,19 @@ _starts = compiled(_starts_python)
 _walk = compiled(_walk_python)
 
 
-def _cells(n_out: int, n_src: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each of ``n_out`` corner-aligned output samples' cell (its lower model-grid index, at most
-    ``n_src - 2``) and its fraction of the way to the next one."""
+def source_coords(n_out: int, n_src: int) -> np.ndarray:
+    """Corner-aligned source coordinates (float64) of ``n_out`` output samples over ``n_src`` source
+    samples: the first and last samples fixed, as the resampling onto the model grid maps them."""
     if n_out == 1 or n_src == 1:
-        return np.zeros(n_out, np.int64), np.zeros(n_out, np.float64)
-    coords = np.arange(n_out, dtype=np.float64) * (n_src - 1) / (n_out - 1)
-    cells = np.minimum(np.floor(coords).astype(np.int64), n_src - 2)
+        return np.zeros(n_out, dtype=np.float64)
+    return np.arange(n_out, dtype=np.float64) * (n_src - 1) / (n_out - 1)
+
+
+def _cells(n_out: int, n_src: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each of ``n_out`` output samples' cell (its lower model-grid index, at most ``n_src - 2``)
+    and its fraction of the way to the next one."""
+    coords = source_coords(n_out, n_src)
+    cells = np.minimum(np.floor(coords).astype(np.int64), max(n_src - 2, 0))
     return cells, coords - cells
 
 

@@ -10,16 +10,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from SwinBOBLib.inference.cell_argmax import cell_argmax
+from SwinBOBLib.inference.cell_argmax import cell_argmax, source_coords
 from SwinBOBLib.inference.preprocess import Prepared
 from SwinBOBLib.models.heads import entropy as voxel_entropy
-
-
-def _source_coords(n_out: int, n_src: int) -> torch.Tensor:
-    """Corner-aligned source coordinates of ``n_out`` output samples over ``n_src`` source samples."""
-    if n_out == 1 or n_src == 1:
-        return torch.zeros(n_out, dtype=torch.float64)
-    return torch.arange(n_out, dtype=torch.float64) * (n_src - 1) / (n_out - 1)
 
 
 #: Bytes one slab of interpolated probabilities may take (float32, all channels); slabs are thinner
@@ -54,7 +47,7 @@ def _slabs(probs: torch.Tensor, shape: Sequence[int], slab: int = 16, floor: flo
     interpolates only the channels reaching it somewhere in the model-grid planes it is made of
     (``channels``, a numpy index array; None when all are kept)."""
     probs = probs[0]
-    zs = _source_coords(shape[2], probs.shape[3])
+    zs = torch.from_numpy(source_coords(int(shape[2]), int(probs.shape[3])))
     same_xy = tuple(probs.shape[1:3]) == tuple(shape[:2])
     slab = slab_thickness(probs.shape[0], shape, slab)
     # Each channel's largest value in each model-grid plane, (K, Z'): one pass over the probabilities

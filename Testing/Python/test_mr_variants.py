@@ -1,13 +1,12 @@
 """scripts/make_mr_variants.py: the MR variants the demo model's robustness check scores (docs/training.md)."""
 
-
 import nibabel as nib
 import numpy as np
 import pytest
 
 from SwinBOBLib.io.datasets import load_dataset
 
-
+SCRIPT = "scripts/make_mr_variants.py"
 
 
 def _world_centroid(image, value):
@@ -17,7 +16,7 @@ def _world_centroid(image, value):
 
 def test_variants_keep_the_anatomy_where_it_is_and_change_what_they_say(load_script, samples, tmp_path, capsys):
     image, label = samples / "example_mr_sm.nii.gz", samples / "example_seg_mr.nii.gz"
-    assert load_script("scripts/make_mr_variants.py").main([str(image), str(label), str(tmp_path / "v")]) == 0
+    assert load_script(SCRIPT).main([str(image), str(label), str(tmp_path / "v")]) == 0
     assert "wrote 5 variants" in capsys.readouterr().out
     dataset = load_dataset(tmp_path / "v" / "dataset.json")
     assert dataset.scheme == "total_mr" and len(dataset.cases) == 5
@@ -43,8 +42,8 @@ def test_a_label_map_on_another_grid_is_refused_naming_it(load_script, samples, 
     cropped = tmp_path / "cropped_label.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros(np.array(other.shape) - 1, np.uint8), other.affine), cropped)
     with pytest.raises(SystemExit):
-        load_script("scripts/make_mr_variants.py").main([str(image), str(cropped), str(tmp_path / "v")])
+        load_script(SCRIPT).main([str(image), str(cropped), str(tmp_path / "v")])
     assert "cropped_label.nii.gz" in capsys.readouterr().err and not (tmp_path / "v").exists()
     with pytest.raises(SystemExit):
-        load_script("scripts/make_mr_variants.py").main([str(tmp_path / "absent.nii.gz"), str(cropped), str(tmp_path / "v")])
+        load_script(SCRIPT).main([str(tmp_path / "absent.nii.gz"), str(cropped), str(tmp_path / "v")])
     assert "absent.nii.gz: no such file" in capsys.readouterr().err

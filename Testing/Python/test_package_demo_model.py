@@ -7,12 +7,12 @@ import pytest
 
 from SwinBOBLib.models.loading import load_checkpoint, save_checkpoint
 
-
+SCRIPT = "scripts/package_demo_model.py"
 
 
 def test_a_committed_part_ships_with_the_record_it_was_packaged_with(load_script, repo_root, tmp_path):
     part = repo_root / "scripts" / "parts" / "swinbob_demo_xsec_part2.pt"
-    assert load_script("scripts/package_demo_model.py").main([str(part), str(tmp_path / "demo.pt"), "--design", "xsec", "--part", "2"]) == 0
+    assert load_script(SCRIPT).main([str(part), str(tmp_path / "demo.pt"), "--design", "xsec", "--part", "2"]) == 0
     _, before = load_checkpoint(part)
     model, after = load_checkpoint(tmp_path / "demo.pt")
     assert after.demo and after.name == "swinbob-demo-synth" and "whole axial cross-section" in after.description
@@ -30,10 +30,10 @@ def test_a_file_without_run_folder_or_record_is_refused_and_part_needs_the_xsec_
     bare.parent.mkdir(parents=True)
     save_checkpoint(bare, model, dataclasses.replace(metadata, training={}))
     with pytest.raises(SystemExit):
-        load_script("scripts/package_demo_model.py").main([str(bare), str(tmp_path / "out.pt"), "--design", "xsec"])
+        load_script(SCRIPT).main([str(bare), str(tmp_path / "out.pt"), "--design", "xsec"])
     assert "no summary.json" in capsys.readouterr().err and not (tmp_path / "out.pt").exists()
     with pytest.raises(SystemExit):
-        load_script("scripts/package_demo_model.py").main([str(part), str(tmp_path / "out.pt"), "--part", "1"])
+        load_script(SCRIPT).main([str(part), str(tmp_path / "out.pt"), "--part", "1"])
     assert "--part 1" in capsys.readouterr().err and not (tmp_path / "out.pt").exists()
 
 
@@ -49,11 +49,11 @@ def test_a_run_stopped_before_its_end_records_its_best_validation_and_where_it_s
               {"event": "step", "global_step": 2140, "total_steps": 6000}]
     (run / "progress.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
     out = tmp_path / "part9.pt"
-    assert load_script("scripts/package_demo_model.py").main([str(run / "checkpoints" / "best.pt"), str(out), "--design", "xsec", "--part", "9"]) == 0
+    assert load_script(SCRIPT).main([str(run / "checkpoints" / "best.pt"), str(out), "--design", "xsec", "--part", "9"]) == 0
     training = load_checkpoint(out)[1].training
     assert (training["global_step"], training["best_epoch"], training["best_synthetic_val_dice"]) == (1050, 14, 0.31)
     assert training["stopped_at_step"] == 2140 and training["planned_steps"] == 6000 and training["seed"] == 8
     shipped = tmp_path / "shipped.pt"  # packaged again from the packaged file: the record stands
-    assert load_script("scripts/package_demo_model.py").main([str(out), str(shipped), "--design", "xsec", "--part", "9"]) == 0
+    assert load_script(SCRIPT).main([str(out), str(shipped), "--design", "xsec", "--part", "9"]) == 0
     again = load_checkpoint(shipped)[1].training
     assert all(again[k] == training[k] for k in ("global_step", "best_epoch", "stopped_at_step", "planned_steps"))
